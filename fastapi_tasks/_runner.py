@@ -1,0 +1,117 @@
+"""Running one task: loop or worker thread, logging, `on_error` containment, shielding.
+
+Both the production scheduler and the testing toolkit's recorder run task bodies through
+`run_task`, so a task behaves the same under test as in production.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.to_thread
+
+from ._phases import TaskStatus
+
+if TYPE_CHECKING:
+    from .tasks import Task
+
+__all__ = ["callable_name", "is_async_callable", "logger", "run_task"]
+
+logger = logging.getLogger("fastapi_tasks")
+
+
+def is_async_callable(obj: object) -> bool:
+    """Whether calling `obj` returns a coroutine (functions, partials of them, objects with async `__call__`)."""
+    while isinstance(obj, functools.partial):
+        obj = obj.func
+    return inspect.iscoroutinefunction(obj) or (
+        callable(obj) and inspect.iscoroutinefunction(getattr(obj, "__call__", None))  # noqa: B004
+    )
+
+
+def callable_name(func: object) -> str:
+    """A readable name for `func`: its qualified name, looking through `functools.partial`."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    name = getattr(func, "__qualname__", None)
+    if isinstance(name, str):
+        return name
+    return type(func).__qualname__
+
+
+async def call(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Call `func` on the event loop if it is async, else in a worker thread, and return its result."""
+    if is_async_callable(func):
+        return await func(*args, **kwargs)
+    result = await anyio.to_thread.run_sync(functools.partial(func, *args, **kwargs))
+    if inspect.isawaitable(result):
+        # A sync callable that returns an awaitable (a lambda wrapping a coroutine function, say).
+        result = await result
+    return result
+
+
+async def run_task(task: Task[..., Any]) -> None:
+    """Run `task`'s body, record its outcome on the handle, and contain whatever it raises.
+
+    A failure is logged (with the task's name, never its argument values) and handed to the
+    task's `on_error` handler; an `on_error` that raises is logged and contained. Cancellation
+    is logged at WARNING and re-raised so the task group can finish cancelling.
+    """
+    task._set_running()
+    try:
+        if task.config.shield:
+            with anyio.CancelScope(shield=True):
+                await _run_body(task)
+        else:
+            await _run_body(task)
+    except anyio.get_cancelled_exc_class():
+        task._set_ended(TaskStatus.CANCELLED)
+        logger.warning("Background task %r was cancelled before it finished", task.name)
+        raise
+
+
+async def _run_body(task: Task[..., Any]) -> None:
+    try:
+        result = await call(task.func, task.args, task.kwargs)
+    except Exception as exc:
+        task._exception = exc
+        task._status = TaskStatus.FAILED
+        logger.error(
+            "Background task %r failed: %s",
+            task.name,
+            describe_exception(exc),
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
+        await handle_error(task, exc)
+        task._set_ended(TaskStatus.FAILED)
+    else:
+        task._result = result
+        task._set_ended(TaskStatus.SUCCEEDED)
+
+
+async def handle_error(task: Task[..., Any], exc: Exception) -> None:
+    """Call `task`'s `on_error(task, exc)` handler, if any; log and contain what the handler raises."""
+    handler = task.config.on_error
+    if handler is None:
+        return
+    try:
+        await call(handler, (task, exc), {})
+    except Exception as handler_exc:
+        logger.error(
+            "The on_error handler %s of background task %r raised: %s",
+            callable_name(handler),
+            task.name,
+            describe_exception(handler_exc),
+            exc_info=(type(handler_exc), handler_exc, handler_exc.__traceback__),
+        )
+
+
+def describe_exception(exc: BaseException) -> str:
+    """`TypeName: message`, or just `TypeName` for an exception without a message."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

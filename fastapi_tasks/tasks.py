@@ -1,0 +1,483 @@
+"""Tasks, their configuration, and the per-request scheduler with its two deferred batches."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeAlias, TypeVar
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+
+from ._phases import Phase, TaskStatus
+from ._runner import callable_name, logger, run_task
+from ._context import RUNTIME_KEY, current_scope
+from .errors import BatchClosedError, FastAPITasksShutdownError, TaskNotFinishedError
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+    from starlette.types import Scope
+
+__all__ = [
+    "Task",
+    "TaskConfig",
+    "TaskDefinition",
+    "TaskErrorHandler",
+    "TasksBatch",
+    "TasksScheduler",
+]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+TaskErrorHandler: TypeAlias = Callable[["Task[..., Any]", Exception], "Awaitable[Any] | Any"]
+"""`on_error(task, exc)`: called after a task raised; sync handlers run in a worker thread."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskConfig:
+    """How a task is run. Every field left `None` is inherited from the config it is merged over.
+
+    Parameters:
+        name: the name used in logs and test reports; defaults to the function's qualified name.
+        shield: when true, the task survives the shutdown cancellation and is awaited at shutdown.
+        on_error: `on_error(task, exc)`, called (sync or async) after the task raised `exc`.
+    """
+
+    name: str | None = None
+    shield: bool | None = None
+    on_error: TaskErrorHandler | None = None
+
+    @property
+    def shielded(self) -> bool:
+        """Whether the task is shielded from the shutdown cancellation (`shield=None` means no)."""
+        return bool(self.shield)
+
+    def merge(self, other: TaskConfig | None) -> TaskConfig:
+        """Return this config overridden by every field that `other` sets (is not `None`).
+
+        `app_config.merge(task_config)` is the config a task runs with.
+        """
+        if other is None or (other.name is None and other.shield is None and other.on_error is None):
+            return self
+        return TaskConfig(
+            name=self.name if other.name is None else other.name,
+            shield=self.shield if other.shield is None else other.shield,
+            on_error=self.on_error if other.on_error is None else other.on_error,
+        )
+
+
+_DEFAULT_CONFIG = TaskConfig()
+
+
+def _check_callable(func: object) -> None:
+    if not callable(func):
+        raise TypeError(
+            f"Cannot schedule {func!r}: it is not callable. "
+            "Pass the function and its arguments separately: schedule(func, *args, **kwargs), "
+            "not schedule(func(*args, **kwargs))."
+        )
+
+
+class Task(Generic[P, T]):
+    """A handle on one scheduled task.
+
+    It tells where the task is (`status`, `started`, `finished`), how it ended (`result`,
+    `exception`) and can be awaited (`await task.wait()`).
+
+    Parameters:
+        func: the function to run, sync (run in a worker thread) or async (run on the event loop).
+        args: its positional arguments.
+        kwargs: its keyword arguments.
+        config: its effective configuration.
+        phase: when it is started relative to its request.
+
+    Raises:
+        TypeError: `func` is not callable.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_exception",
+        "_finished",
+        "_handle",
+        "_result",
+        "_started",
+        "_status",
+        "args",
+        "config",
+        "func",
+        "kwargs",
+        "phase",
+    )
+
+    def __init__(
+        self,
+        func: Callable[P, T],
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        config: TaskConfig | None = None,
+        *,
+        phase: Phase = Phase.IMMEDIATE,
+    ) -> None:
+        _check_callable(func)
+        self.func = func
+        self.args = args
+        self.kwargs: dict[str, Any] = {} if kwargs is None else kwargs
+        self.config = _DEFAULT_CONFIG if config is None else config
+        self.phase = phase
+        self._status = TaskStatus.PENDING
+        self._result: Any = None
+        self._exception: Exception | None = None
+        # Events are created on first use: most tasks are never waited on, and an event costs memory.
+        self._started: anyio.Event | None = None
+        self._finished: anyio.Event | None = None
+        self._handle: Any = None
+
+    def __repr__(self) -> str:
+        # Never the argument values: they can hold secrets and be megabytes long.
+        return f"<Task {self.name!r} phase={self.phase.value} status={self._status.value}>"
+
+    @property
+    def name(self) -> str:
+        """The configured name, else the function's qualified name."""
+        return self.config.name or callable_name(self.func)
+
+    @property
+    def status(self) -> TaskStatus:
+        """Where the task is: pending, running, succeeded, failed, cancelled or discarded."""
+        return self._status
+
+    @property
+    def started(self) -> anyio.Event:
+        """An event set when the task's body begins."""
+        if self._started is None:
+            self._started = _new_event(self._status is not TaskStatus.PENDING and self._status is not TaskStatus.DISCARDED)
+        return self._started
+
+    @property
+    def finished(self) -> anyio.Event:
+        """An event set when the task has ended: succeeded, failed (after `on_error`), cancelled or discarded."""
+        if self._finished is None:
+            self._finished = _new_event(self._status.ended)
+        return self._finished
+
+    @property
+    def done(self) -> bool:
+        """Whether the task has ended."""
+        return self._status.ended
+
+    @property
+    def result(self) -> T:
+        """The value the task's body returned.
+
+        Raises:
+            TaskNotFinishedError: the task has not succeeded (it is still pending or running, or it
+                failed, was cancelled or discarded).
+        """
+        if self._status is not TaskStatus.SUCCEEDED:
+            raise TaskNotFinishedError(
+                f"Task {self.name!r} has no result: it is {self._status.value}. "
+                "Await task.wait() first, and check task.status or task.exception."
+            )
+        return self._result  # type: ignore[no-any-return]
+
+    @property
+    def exception(self) -> Exception | None:
+        """The exception the task's body raised, or `None`."""
+        return self._exception
+
+    async def wait(self) -> None:
+        """Wait until the task has ended, whatever the outcome."""
+        if not self._status.ended:
+            await self.finished.wait()
+
+    def cancel(self) -> None:
+        """Cancel the task if it was started and has not ended; a shielded task runs on regardless."""
+        if self._handle is not None and not self._status.ended:
+            self._handle.cancel()
+
+    def _set_running(self) -> None:
+        self._status = TaskStatus.RUNNING
+        if self._started is not None:
+            self._started.set()
+
+    def _set_ended(self, status: TaskStatus) -> None:
+        self._status = status
+        if self._finished is not None:
+            self._finished.set()
+
+    # Compatibility with fastapi-tasks 0.1.0: `task.__start__(scheduler)` starts the task.
+    def __start__(self, scheduler: TasksScheduler, /) -> None:
+        scheduler._submit(self)
+
+
+def _new_event(is_set: bool) -> anyio.Event:
+    try:
+        event = anyio.Event()
+    except anyio.NoEventLoopError:
+        # In a worker thread (a sync endpoint or task): make the event on the loop.
+        event = anyio.from_thread.run_sync(anyio.Event)
+    if is_set:
+        event.set()
+    return event
+
+
+class TaskDefinition(Generic[P, T]):
+    """A configured way to schedule: what `tasks.task(name=..., shield=..., on_error=...)` returns."""
+
+    __slots__ = ("_config", "_target")
+
+    def __init__(self, target: _Schedulable, config: TaskConfig) -> None:
+        self._target = target
+        self._config = config
+
+    def schedule(self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Task[P, T]:
+        """Schedule `func(*args, **kwargs)` with this definition's configuration.
+
+        Raises:
+            TypeError: `func` is not callable.
+        """
+        return self._target._add(func, args, kwargs, self._config)
+
+
+class _Schedulable:
+    """What the scheduler and its batches share: `schedule()` and `task()`."""
+
+    __slots__ = ()
+
+    def _base_config(self) -> TaskConfig:
+        raise NotImplementedError
+
+    def _add(
+        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], config: TaskConfig
+    ) -> Task[..., Any]:
+        raise NotImplementedError
+
+    def schedule(self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Task[P, T]:
+        """Schedule `func(*args, **kwargs)`; it inherits the app-wide configuration.
+
+        Returns:
+            The task's handle.
+
+        Raises:
+            TypeError: `func` is not callable.
+        """
+        return self._add(func, args, kwargs, self._base_config())
+
+    def task(
+        self,
+        *,
+        name: str | None = None,
+        shield: bool | None = None,
+        on_error: TaskErrorHandler | None = None,
+    ) -> TaskDefinition[..., Any]:
+        """Return a definition whose `.schedule(...)` uses this configuration merged over the app-wide one.
+
+        Parameters:
+            name: the task's name in logs and test reports.
+            shield: whether the task survives the shutdown cancellation.
+            on_error: `on_error(task, exc)`, called after the task raised.
+        """
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, not {name!r}")
+        if on_error is not None and not callable(on_error):
+            raise TypeError(f"on_error must be a callable taking (task, exc), not {on_error!r}")
+        return TaskDefinition(self, self._base_config().merge(TaskConfig(name=name, shield=shield, on_error=on_error)))
+
+
+_OPEN, _STARTED, _DISCARDED = 0, 1, 2
+
+
+class TasksBatch(_Schedulable):
+    """Tasks collected during a request and started together later (`after_route` or `after_response`).
+
+    When the endpoint raises, the batch is discarded: its tasks never start, and their status
+    says so.
+    """
+
+    __slots__ = ("_owner", "_state", "phase", "scheduled")
+
+    def __init__(self, scheduled: list[Task[..., Any]] | None = None, *, phase: Phase = Phase.AFTER_RESPONSE) -> None:
+        self.scheduled: list[Task[..., Any]] = [] if scheduled is None else scheduled
+        self.phase = phase
+        self._owner: TasksScheduler | None = None
+        self._state = _OPEN
+
+    def __repr__(self) -> str:
+        return f"<TasksBatch {self.phase.value} tasks={len(self.scheduled)}>"
+
+    def _base_config(self) -> TaskConfig:
+        return _DEFAULT_CONFIG if self._owner is None else self._owner.config
+
+    def _add(
+        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], config: TaskConfig
+    ) -> Task[..., Any]:
+        task: Task[..., Any] = Task(func, args, kwargs, config, phase=self.phase)
+        if self._state is not _OPEN:
+            state = "started" if self._state is _STARTED else "discarded"
+            raise BatchClosedError(
+                f"Cannot add {task.name!r} to the {self.phase.value} batch: it was already {state}. "
+                "Schedule it with tasks.schedule(...) to start it now."
+            )
+        self.scheduled.append(task)
+        return task
+
+    def __start__(self, scheduler: TasksScheduler, /) -> None:
+        """Start every collected task on `scheduler` (what the `Tasks` dependency does for you)."""
+        self._state = _STARTED
+        for task in self.scheduled:
+            scheduler._submit(task)
+
+    def _discard(self, reason: BaseException | None) -> None:
+        self._state = _DISCARDED
+        if not self.scheduled:
+            return
+        for task in self.scheduled:
+            task._set_ended(TaskStatus.DISCARDED)
+        logger.debug(
+            "Discarded %d %s task(s) because the endpoint raised %s: %s",
+            len(self.scheduled),
+            self.phase.value,
+            type(reason).__name__,
+            ", ".join(repr(task.name) for task in self.scheduled),
+        )
+
+    # An exit callback on FastAPI's per-request exit stacks: it runs when the endpoint returns
+    # (after_route) or when the response has been sent (after_response).
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._owner is None or self._state is not _OPEN:
+            return
+        if exc_type is None:
+            self._owner._start_batch(self)
+        else:
+            self._discard(exc)
+
+
+class _Runtime:
+    """The app-wide state behind every request's scheduler: task group, config, shutdown bookkeeping."""
+
+    __slots__ = ("_idle", "active", "closed", "config", "shutdown_timeout", "tg", "thread", "token")
+
+    def __init__(self, tg: TaskGroup, config: TaskConfig, shutdown_timeout: float | None) -> None:
+        self.tg = tg
+        self.config = config
+        self.shutdown_timeout = shutdown_timeout
+        self.token = anyio.lowlevel.current_token()
+        self.thread = threading.get_ident()
+        self.active = 0
+        self.closed = False
+        self._idle: anyio.Event | None = None
+
+    def submit(self, task: Task[..., Any]) -> None:
+        if threading.get_ident() == self.thread:
+            self._spawn(task)
+        else:
+            # A sync endpoint or task runs in a worker thread; task groups are not thread-safe.
+            anyio.from_thread.run_sync(self._spawn, task, token=self.token)
+
+    def _spawn(self, task: Task[..., Any]) -> None:
+        if self.closed:
+            raise FastAPITasksShutdownError(
+                f"Cannot start {task.name!r}: the app is shutting down and its tasks were cancelled."
+            )
+        self.active += 1
+        task._handle = self.tg.start_soon(self._run, task, name=task)
+
+    async def _run(self, task: Task[..., Any]) -> None:
+        try:
+            await run_task(task)
+        finally:
+            self.active -= 1
+            if self.active == 0 and self._idle is not None:
+                self._idle.set()
+
+    async def shutdown(self) -> None:
+        """Give running tasks the grace period, then cancel the unshielded ones (shielded ones finish)."""
+        if self.shutdown_timeout and self.active:
+            with anyio.move_on_after(self.shutdown_timeout):
+                while self.active:
+                    self._idle = anyio.Event()
+                    await self._idle.wait()
+        if self.active:
+            logger.info("Shutting down: cancelling %d unfinished unshielded background task(s)", self.active)
+        self.closed = True
+        self.tg.cancel_scope.cancel()
+
+
+class TasksScheduler(_Schedulable):
+    """Schedules background tasks for one request; what the `Tasks` dependency gives an endpoint.
+
+    `schedule()` starts a task at once; `after_route` and `after_response` collect tasks started
+    when the endpoint returns and after the response was sent.
+
+    Parameters:
+        tg: the task group the tasks run in (`request.state.fastapi_tasks_tg`).
+        config: the configuration every task inherits; defaults to the app-wide one.
+    """
+
+    __slots__ = ("_runtime", "after_response", "after_route", "config")
+
+    def __init__(self, tg: TaskGroup | None = None, config: TaskConfig | None = None, *, _runtime: Any = None) -> None:
+        scope = current_scope.get()
+        if _runtime is None:
+            _runtime = _find_runtime(scope, tg, config)
+        self._runtime = _runtime
+        self.config: TaskConfig = _runtime.config if config is None else _runtime.config.merge(config)
+        self.after_route = TasksBatch(phase=Phase.AFTER_ROUTE)
+        self.after_route._owner = self
+        self.after_response = TasksBatch(phase=Phase.AFTER_RESPONSE)
+        self.after_response._owner = self
+        if scope is not None:
+            self._bind(scope)
+
+    def _bind(self, scope: Scope) -> None:
+        # FastAPI closes the function stack when the endpoint returns and the request stack once the
+        # response is sent; a batch's __exit__ on each starts it, or discards it if the endpoint raised.
+        # Exit callbacks cost far less per request than a generator dependency.
+        function_stack = scope.get("fastapi_function_astack")
+        request_stack = scope.get("fastapi_inner_astack")
+        if function_stack is None or request_stack is None:
+            return
+        function_stack.push(self.after_route)
+        request_stack.push(self.after_response)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} after_route={len(self.after_route.scheduled)} after_response={len(self.after_response.scheduled)}>"
+
+    @property
+    def tg(self) -> TaskGroup:
+        """The task group the tasks run in."""
+        return self._runtime.tg  # type: ignore[no-any-return]
+
+    def _base_config(self) -> TaskConfig:
+        return self.config
+
+    def _add(
+        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], config: TaskConfig
+    ) -> Task[..., Any]:
+        task: Task[..., Any] = Task(func, args, kwargs, config)
+        self._submit(task)
+        return task
+
+    def _submit(self, task: Task[..., Any]) -> None:
+        self._runtime.submit(task)
+
+    def _start_batch(self, batch: TasksBatch) -> None:
+        batch.__start__(self)
+
+
+def _find_runtime(scope: Scope | None, tg: TaskGroup | None, config: TaskConfig | None) -> _Runtime:
+    # Direct use, `TasksScheduler(request.state.fastapi_tasks_tg)`: share the app's runtime so the
+    # app-wide config and the shutdown bookkeeping apply; a foreign task group gets its own.
+    runtime = None if scope is None else scope.get("state", {}).get(RUNTIME_KEY)
+    if isinstance(runtime, _Runtime) and (tg is None or runtime.tg is tg):
+        return runtime
+    if tg is None:
+        raise TypeError("TasksScheduler needs a task group: TasksScheduler(request.state.fastapi_tasks_tg)")
+    return _Runtime(tg, _DEFAULT_CONFIG, None)

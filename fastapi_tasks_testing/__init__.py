@@ -1,0 +1,1 @@
+"""Testing toolkit for fastapi-tasks."""
