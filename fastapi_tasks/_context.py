@@ -6,10 +6,12 @@ from contextvars import ContextVar
 
 from starlette.types import Scope
 
-__all__ = ["RUNTIME_KEY", "TG_KEY", "current_scope"]
+__all__ = ["CONFIG_KEY", "RUNTIME_KEY", "TG_KEY", "current_scope"]
 
 TG_KEY = "fastapi_tasks_tg"
 """Lifespan state key of the task group: `request.state.fastapi_tasks_tg`."""
+CONFIG_KEY = "fastapi_tasks_config"
+"""`app.state` key of the app-wide `TaskConfig` given to `add_tasks`."""
 RUNTIME_KEY = "fastapi_tasks_runtime"
 """Lifespan state key of the app-wide runtime (config, shutdown bookkeeping)."""
 

@@ -77,7 +77,7 @@ async def run_task(task: Task[..., Any]) -> None:
 
 async def _run_body(task: Task[..., Any]) -> None:
     try:
-        result = await call(task.func, task.args, task.kwargs)
+        result = await call(task._target(), task.args, task.kwargs)
     except Exception as exc:
         task._exception = exc
         task._status = TaskStatus.FAILED
@@ -96,7 +96,7 @@ async def _run_body(task: Task[..., Any]) -> None:
 
 async def handle_error(task: Task[..., Any], exc: Exception) -> None:
     """Call `task`'s `on_error(task, exc)` handler, if any; log and contain what the handler raises."""
-    handler = task.config.on_error
+    handler = task._error_handler()
     if handler is None:
         return
     try:

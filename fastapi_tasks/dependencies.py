@@ -10,13 +10,11 @@ import anyio
 from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ._context import RUNTIME_KEY, TG_KEY, current_scope
+from ._context import CONFIG_KEY, RUNTIME_KEY, TG_KEY, current_scope
 from .errors import FastAPITasksAlreadyInstalledError, FastAPITasksUninitializedAppError
 from .tasks import TaskConfig, TasksScheduler, _Runtime
 
 __all__ = ["Tasks", "add_tasks", "get_tasks_scheduler"]
-
-_INSTALLED = "fastapi_tasks_installed"
 
 
 class _RequestScopeMiddleware:
@@ -63,17 +61,17 @@ def add_tasks(app: FastAPI, *, config: TaskConfig | None = None, shutdown_timeou
             raise TypeError(f"shutdown_timeout must be a number of seconds or None, not {shutdown_timeout!r}")
         if shutdown_timeout < 0:
             raise ValueError(f"shutdown_timeout must be >= 0 seconds, not {shutdown_timeout!r}")
-    if getattr(app.state, _INSTALLED, False):
+    if hasattr(app.state, CONFIG_KEY):
         raise FastAPITasksAlreadyInstalledError(
             f"add_tasks() was already called on {app!r}; call it once per app "
             "(a second call would stack a second task group and lifespan)."
         )
-    setattr(app.state, _INSTALLED, True)
+    config = config or TaskConfig()
+    # Kept on the app so that the testing toolkit can apply the app-wide config without a lifespan.
+    setattr(app.state, CONFIG_KEY, config)
 
     app.add_middleware(_RequestScopeMiddleware)
-    app.router.lifespan_context = _with_tasks_lifespan(
-        app.router.lifespan_context, config or TaskConfig(), shutdown_timeout
-    )
+    app.router.lifespan_context = _with_tasks_lifespan(app.router.lifespan_context, config, shutdown_timeout)
 
 
 def _with_tasks_lifespan(

@@ -6,15 +6,15 @@ import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeAlias, TypeVar, cast
 
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
 
+from ._context import RUNTIME_KEY, current_scope
 from ._phases import Phase, TaskStatus
 from ._runner import callable_name, logger, run_task
-from ._context import RUNTIME_KEY, current_scope
 from .errors import BatchClosedError, FastAPITasksShutdownError, TaskNotFinishedError
 
 if TYPE_CHECKING:
@@ -155,7 +155,9 @@ class Task(Generic[P, T]):
     def started(self) -> anyio.Event:
         """An event set when the task's body begins."""
         if self._started is None:
-            self._started = _new_event(self._status is not TaskStatus.PENDING and self._status is not TaskStatus.DISCARDED)
+            self._started = _new_event(
+                self._status is not TaskStatus.PENDING and self._status is not TaskStatus.DISCARDED
+            )
         return self._started
 
     @property
@@ -200,6 +202,13 @@ class Task(Generic[P, T]):
         if self._handle is not None and not self._status.ended:
             self._handle.cancel()
 
+    # Hooks for the testing toolkit's recorder, which runs tasks through the same runner.
+    def _target(self) -> Callable[..., Any]:
+        return self.func
+
+    def _error_handler(self) -> TaskErrorHandler | None:
+        return self.config.on_error
+
     def _set_running(self) -> None:
         self._status = TaskStatus.RUNNING
         if self._started is not None:
@@ -241,7 +250,7 @@ class TaskDefinition(Generic[P, T]):
         Raises:
             TypeError: `func` is not callable.
         """
-        return self._target._add(func, args, kwargs, self._config)
+        return cast("Task[P, T]", self._target._add(func, args, kwargs, self._config))
 
 
 class _Schedulable:
@@ -251,6 +260,11 @@ class _Schedulable:
 
     def _base_config(self) -> TaskConfig:
         raise NotImplementedError
+
+    def _new_task(
+        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], config: TaskConfig, phase: Phase
+    ) -> Task[..., Any]:
+        return Task(func, args, kwargs, config, phase=phase)
 
     def _add(
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], config: TaskConfig
@@ -266,7 +280,7 @@ class _Schedulable:
         Raises:
             TypeError: `func` is not callable.
         """
-        return self._add(func, args, kwargs, self._base_config())
+        return cast("Task[P, T]", self._add(func, args, kwargs, self._base_config()))
 
     def task(
         self,
@@ -316,7 +330,8 @@ class TasksBatch(_Schedulable):
     def _add(
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], config: TaskConfig
     ) -> Task[..., Any]:
-        task: Task[..., Any] = Task(func, args, kwargs, config, phase=self.phase)
+        owner = self if self._owner is None else self._owner
+        task = owner._new_task(func, args, kwargs, config, self.phase)
         if self._state is not _OPEN:
             state = "started" if self._state is _STARTED else "discarded"
             raise BatchClosedError(
@@ -448,7 +463,10 @@ class TasksScheduler(_Schedulable):
         request_stack.push(self.after_response)
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} after_route={len(self.after_route.scheduled)} after_response={len(self.after_response.scheduled)}>"
+        return (
+            f"<{type(self).__name__} after_route={len(self.after_route.scheduled)} "
+            f"after_response={len(self.after_response.scheduled)}>"
+        )
 
     @property
     def tg(self) -> TaskGroup:
@@ -461,7 +479,7 @@ class TasksScheduler(_Schedulable):
     def _add(
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], config: TaskConfig
     ) -> Task[..., Any]:
-        task: Task[..., Any] = Task(func, args, kwargs, config)
+        task = self._new_task(func, args, kwargs, config, Phase.IMMEDIATE)
         self._submit(task)
         return task
 

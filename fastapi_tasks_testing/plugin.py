@@ -1,1 +1,133 @@
-"""pytest plugin."""
+"""The pytest plugin: the `tasks_recorder` fixture, its marker and its ini option.
+
+Registered through the `pytest11` entry point, so installing fastapi-tasks is enough.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+
+from fastapi_tasks import TaskStatus
+
+from ._recorder import MODES, RecordingScheduler
+from ._timeline import format_call, outcome
+
+__all__ = ["pytest_addoption", "pytest_configure", "tasks_recorder"]
+
+_OPTIONS = ("mode", "expect_failures", "config")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Register the `fastapi_tasks_app` ini option."""
+    parser.addini(
+        "fastapi_tasks_app",
+        "The FastAPI app the tasks_recorder fixture installs itself on, as module:attribute, "
+        "when the tests define no `app` fixture.",
+        default="",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the `tasks_recorder` marker."""
+    config.addinivalue_line(
+        "markers",
+        "tasks_recorder(*, mode='run', expect_failures=False, config=None): options of the tasks_recorder "
+        f"fixture; mode is one of {', '.join(MODES)}.",
+    )
+
+
+def _marker_options(node: pytest.Item) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    # Farthest first, so a test's own marker overrides its module's `pytestmark`.
+    for marker in reversed(list(node.iter_markers("tasks_recorder"))):
+        if marker.args:
+            raise TypeError(
+                f"@pytest.mark.tasks_recorder takes keyword options only, not {marker.args!r}: "
+                "write @pytest.mark.tasks_recorder(mode='record')."
+            )
+        unknown = sorted(set(marker.kwargs) - set(_OPTIONS))
+        if unknown:
+            raise TypeError(
+                f"@pytest.mark.tasks_recorder got unknown option(s) {', '.join(map(repr, unknown))}; "
+                f"its options are {', '.join(_OPTIONS)}."
+            )
+        options.update(marker.kwargs)
+    return options
+
+
+def _app_from_ini(config: pytest.Config) -> FastAPI | None:
+    spec = str(config.getini("fastapi_tasks_app")).strip()
+    if not spec:
+        return None
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise pytest.UsageError(f"fastapi_tasks_app must be 'module:attribute', like 'myapp.main:app', not {spec!r}.")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise pytest.UsageError(f"fastapi_tasks_app = {spec!r}: cannot import {module_name!r}: {exc}") from exc
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise pytest.UsageError(
+                f"fastapi_tasks_app = {spec!r}: {module_name!r} has no attribute {attribute!r}."
+            ) from None
+    return _check_app(target, f"fastapi_tasks_app = {spec!r}")
+
+
+def _check_app(app: object, source: str) -> FastAPI:
+    if not isinstance(app, FastAPI):
+        raise TypeError(f"{source} is {app!r}, not a FastAPI app; tasks_recorder installs itself on a FastAPI app.")
+    return app
+
+
+def _find_app(request: pytest.FixtureRequest) -> FastAPI | None:
+    try:
+        app = request.getfixturevalue("app")
+    except pytest.FixtureLookupError:
+        return _app_from_ini(request.config)
+    return _check_app(app, "The `app` fixture")
+
+
+def _failure_report(recorder: RecordingScheduler) -> str | None:
+    failed = [r for r in recorder.records if r.status is TaskStatus.FAILED and not r.handled]
+    if not failed:
+        return None
+    lines = [f"{len(failed)} background task(s) failed during the test:"]
+    for record in failed:
+        where = "" if record.request is None else f" ({record.request})"
+        call = format_call(record.name, record.args, record.kwargs)
+        lines.append(f"- #{record.seq} {record.phase.value} {call}{where}: {outcome(record)}")
+    lines.append(
+        "Assert on them with tasks_recorder.assert_failed(...), or, if failures are expected, "
+        "mark the test with @pytest.mark.tasks_recorder(expect_failures=True)."
+    )
+    return "\n".join(lines)
+
+
+@pytest.fixture
+def tasks_recorder(request: pytest.FixtureRequest) -> Iterator[RecordingScheduler]:
+    """A `RecordingScheduler` installed as the `Tasks` dependency of the app under test.
+
+    The app is the `app` fixture when there is one, else the `fastapi_tasks_app` ini option
+    (`module:attribute`), else the test calls `tasks_recorder.install(app)`. Options come from
+    `@pytest.mark.tasks_recorder(...)`. At teardown the app's previous overrides are restored,
+    and tasks that failed during the test fail it, unless asserted on or expected.
+    """
+    recorder = RecordingScheduler(**_marker_options(request.node))
+    app = _find_app(request)
+    if app is not None:
+        recorder.install(app)
+    try:
+        yield recorder
+        report = _failure_report(recorder)
+        if report is not None and not recorder.expect_failures:
+            pytest.fail(report, pytrace=False)
+    finally:
+        recorder.uninstall()

@@ -1,0 +1,147 @@
+"""What the recorder keeps: one `TaskRecord` per scheduled task, and the request it came from."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from fastapi_tasks import Phase, Task, TaskConfig, TaskStatus
+from fastapi_tasks._runner import is_async_callable
+
+if TYPE_CHECKING:
+    from starlette.types import Scope
+
+    from ._recorder import RecordingScheduler
+
+__all__ = ["RequestInfo", "TaskRecord"]
+
+_request_ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    """The request (or WebSocket) a task was scheduled from.
+
+    Parameters:
+        method: the HTTP method, or "WEBSOCKET".
+        path: the URL path.
+        route: the name of the matched route (the endpoint function's name by default), if any.
+        id: a number telling apart two requests with the same method and path within one test.
+    """
+
+    method: str
+    path: str
+    route: str | None = None
+    id: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path}"
+
+    @classmethod
+    def from_scope(cls, scope: Scope) -> RequestInfo:
+        """Describe the request of an ASGI scope."""
+        method = "WEBSOCKET" if scope["type"] == "websocket" else scope.get("method", "GET")
+        route = scope.get("route")
+        return cls(method=method, path=scope.get("path", ""), route=getattr(route, "name", None), id=next(_request_ids))
+
+
+def _now() -> dt.datetime:
+    # Looked up through the module at call time, so freezegun's patched datetime is the one used.
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class TaskRecord(Task[..., Any]):
+    """One scheduled task as the recorder saw it; also the task's handle.
+
+    Besides the `Task` handle's `func`, `args`, `kwargs`, `config`, `phase`, `status`, `result`
+    and `exception`, a record has `seq` (scheduling order, from 1), `order` (execution order,
+    from 1, or `None` if it never ran), `request`, `scheduled_at`, `started_at`, `finished_at`
+    (UTC, from `datetime.now`, so `freezegun` controls them) and `on_error_calls`.
+    """
+
+    __slots__ = (
+        "_recorder",
+        "finished_at",
+        "handled",
+        "on_error_calls",
+        "order",
+        "request",
+        "scheduled_at",
+        "seq",
+        "started_at",
+    )
+
+    def __init__(
+        self,
+        recorder: RecordingScheduler,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        config: TaskConfig,
+        phase: Phase,
+        request: RequestInfo | None,
+        seq: int,
+    ) -> None:
+        super().__init__(func, args, kwargs, config, phase=phase)
+        self._recorder = recorder
+        self.request = request
+        self.seq = seq
+        self.order: int | None = None
+        self.scheduled_at = _now()
+        self.started_at: dt.datetime | None = None
+        self.finished_at: dt.datetime | None = None
+        self.on_error_calls: list[tuple[Task[..., Any], Exception]] = []
+        # Whether a test asserted on this record's failure (then teardown does not report it).
+        self.handled = False
+
+    def __repr__(self) -> str:
+        return f"<TaskRecord #{self.seq} {self.phase.value} {self.name!r} {self.status.value}>"
+
+    @property
+    def shield(self) -> bool:
+        """Whether the task is shielded from the shutdown cancellation."""
+        return self.config.shielded
+
+    @property
+    def on_error(self) -> Any:
+        """The task's effective `on_error` handler, or `None`."""
+        return self.config.on_error
+
+    @property
+    def kind(self) -> str:
+        """What was recorded: "task"."""
+        return "task"
+
+    def _target(self) -> Callable[..., Any]:
+        return self._recorder._target_for(self)
+
+    def _error_handler(self) -> Any:
+        handler = self.config.on_error
+        if handler is None:
+            return None
+        calls = self.on_error_calls
+        if is_async_callable(handler):
+
+            async def record_async_call(task: Task[..., Any], exc: Exception) -> Any:
+                calls.append((task, exc))
+                return await handler(task, exc)
+
+            return record_async_call
+
+        def record_call(task: Task[..., Any], exc: Exception) -> Any:
+            calls.append((task, exc))
+            return handler(task, exc)
+
+        return record_call
+
+    def _set_running(self) -> None:
+        self.started_at = _now()
+        self.order = self._recorder._next_order()
+        super()._set_running()
+
+    def _set_ended(self, status: TaskStatus) -> None:
+        self.finished_at = _now()
+        super()._set_ended(status)
