@@ -246,12 +246,21 @@ class RecordingScheduler(TasksScheduler, RecordQueries):
         """
         __tracebackhide__ = True
         with anyio.move_on_after(timeout):
-            while unfinished := [r for r in self._records if r.status is TaskStatus.RUNNING]:
+            while unfinished := self._unfinished():
                 await unfinished[0].wait()
             return
-        still = [r for r in self._records if r.status is TaskStatus.RUNNING]
+        still = self._unfinished()
         names = "\n".join(f"- #{r.seq} {r.phase.value} {r.name}" for r in still)
         self._fail(f"drain() timed out after {timeout:g} s; still running:\n{names}")
+
+    def _unfinished(self) -> list[TaskRecord]:
+        # A task handed to a task group stays "pending" until its body begins: it will end too, so wait
+        # for it. A pending task never handed over (record mode) would wait forever: not for drain().
+        return [
+            r
+            for r in self._records
+            if r.status is TaskStatus.RUNNING or (r.status is TaskStatus.PENDING and r._handle is not None)
+        ]
 
     # --- installing on an app ----------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -123,14 +124,17 @@ class TaskRecord(Task[..., Any]):
         if handler is None:
             return None
         calls = self.on_error_calls
+        # functools.wraps: the production log names the handler, not this wrapper.
         if is_async_callable(handler):
 
+            @functools.wraps(handler)
             async def record_async_call(task: Task[..., Any], exc: Exception) -> Any:
                 calls.append((task, exc))
                 return await handler(task, exc)
 
             return record_async_call
 
+        @functools.wraps(handler)
         def record_call(task: Task[..., Any], exc: Exception) -> Any:
             calls.append((task, exc))
             return handler(task, exc)
