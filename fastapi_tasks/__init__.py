@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from . import errors
+from ._dispatch import Dispatcher, DispatchTask, register_dispatcher
 from ._phases import Phase, TaskStatus
 from .dependencies import Tasks, add_tasks, get_tasks_scheduler
 from .tasks import Task, TaskConfig, TaskDefinition, TaskErrorHandler, TasksBatch, TasksScheduler
 
 __all__ = [
+    "DispatchTask",
+    "Dispatcher",
     "Phase",
     "Task",
     "TaskConfig",
@@ -20,4 +23,5 @@ __all__ = [
     "add_tasks",
     "errors",
     "get_tasks_scheduler",
+    "register_dispatcher",
 ]

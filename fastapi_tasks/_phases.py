@@ -36,6 +36,8 @@ class TaskStatus(str, Enum):
     """It was cancelled (at shutdown, for an unshielded task) before it could end."""
     DISCARDED = "discarded"
     """It was never started because the endpoint that collected it raised."""
+    DISPATCHED = "dispatched"
+    """A job enqueued with `enqueue()`: it was handed to its distributed queue."""
 
     def __str__(self) -> str:
         return self.value

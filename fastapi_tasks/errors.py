@@ -7,13 +7,17 @@ The exception tree::
      ├── FastAPITasksAlreadyInstalledError   add_tasks(app) called twice on one app
      ├── FastAPITasksShutdownError           a task scheduled after shutdown cancelled the task group
      ├── BatchClosedError                    a task added to an after_route/after_response batch that already ran
-     └── TaskNotFinishedError                a task's result read before the task ended
+     ├── TaskNotFinishedError                a task's result read before the task ended
+     ├── DispatchError                       a job could not be handed to its queue (refused, failed, timed out)
+     └── DispatchBackendError                a job enqueued under an async library its queue cannot run on
 """
 
 from __future__ import annotations
 
 __all__ = [
     "BatchClosedError",
+    "DispatchBackendError",
+    "DispatchError",
     "FastAPITasksAlreadyInstalledError",
     "FastAPITasksError",
     "FastAPITasksShutdownError",
@@ -44,3 +48,47 @@ class BatchClosedError(FastAPITasksError):
 
 class TaskNotFinishedError(FastAPITasksError):
     """A task's outcome was read before the task ended."""
+
+
+class DispatchError(FastAPITasksError):
+    """A job could not be handed to its distributed queue: the broker refused it, failed, or did not answer in time.
+
+    The broker's own error is chained as `__cause__`. The message never holds the job's argument
+    values (they can be secrets, and megabytes long).
+
+    Parameters:
+        message: the explanation.
+        job_name: the job's name in its queue.
+        job_id: the id the job was (or would have been) enqueued with; use it as the idempotency key.
+        phase: the phase the job was enqueued in.
+        backend: the queue's name, "taskiq" or "celery".
+        timed_out: whether the dispatch was abandoned because the broker did not answer in time;
+            then the job may or may not have reached the queue.
+    """
+
+    def __init__(
+        self, message: str, *, job_name: str, job_id: str, phase: str, backend: str, timed_out: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.job_name = job_name
+        self.job_id = job_id
+        self.phase = phase
+        self.backend = backend
+        self.timed_out = timed_out
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # The keyword-only fields would be lost by the default pickling of exceptions.
+        return (
+            _rebuild_dispatch_error,
+            (str(self), self.job_name, self.job_id, self.phase, self.backend, self.timed_out),
+        )
+
+
+def _rebuild_dispatch_error(
+    message: str, job_name: str, job_id: str, phase: str, backend: str, timed_out: bool
+) -> DispatchError:
+    return DispatchError(message, job_name=job_name, job_id=job_id, phase=phase, backend=backend, timed_out=timed_out)
+
+
+class DispatchBackendError(FastAPITasksError):
+    """A job was enqueued while running on an async library its queue does not support (taskiq under trio)."""

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
     from starlette.types import Scope
 
+    from ._dispatch import DispatchTask
+
 __all__ = [
     "Task",
     "TaskConfig",
@@ -32,6 +34,7 @@ __all__ = [
 
 P = ParamSpec("P")
 T = TypeVar("T")
+JobP = ParamSpec("JobP")
 
 TaskErrorHandler: TypeAlias = Callable[["Task[..., Any]", Exception], "Awaitable[Any] | Any"]
 """`on_error(task, exc)`: called after a task raised; sync handlers run in a worker thread."""
@@ -45,11 +48,14 @@ class TaskConfig:
         name: the name used in logs and test reports; defaults to the function's qualified name.
         shield: when true, the task survives the shutdown cancellation and is awaited at shutdown.
         on_error: `on_error(task, exc)`, called (sync or async) after the task raised `exc`.
+        dispatch_timeout: for jobs handed to a distributed queue with `enqueue()`, the seconds a
+            dispatch may take before it fails with `DispatchError`; `None` inherits (default 5 s).
     """
 
     name: str | None = None
     shield: bool | None = None
     on_error: TaskErrorHandler | None = None
+    dispatch_timeout: float | None = None
 
     @property
     def shielded(self) -> bool:
@@ -61,12 +67,15 @@ class TaskConfig:
 
         `app_config.merge(task_config)` is the config a task runs with.
         """
-        if other is None or (other.name is None and other.shield is None and other.on_error is None):
+        if other is None or (
+            other.name is None and other.shield is None and other.on_error is None and other.dispatch_timeout is None
+        ):
             return self
         return TaskConfig(
             name=self.name if other.name is None else other.name,
             shield=self.shield if other.shield is None else other.shield,
             on_error=self.on_error if other.on_error is None else other.on_error,
+            dispatch_timeout=self.dispatch_timeout if other.dispatch_timeout is None else other.dispatch_timeout,
         )
 
 
@@ -252,6 +261,13 @@ class TaskDefinition(Generic[P, T]):
         """
         return cast("Task[P, T]", self._target._add(func, args, kwargs, self._config))
 
+    def enqueue(self, job: Callable[JobP, Any], /, *args: JobP.args, **kwargs: JobP.kwargs) -> DispatchTask:
+        """Hand `job(*args, **kwargs)` to its distributed queue, with this definition's configuration.
+
+        See `TasksScheduler.enqueue`.
+        """
+        return cast("DispatchTask", self._target._add(job, args, kwargs, self._config, dispatch=True))
+
 
 class _Schedulable:
     """What the scheduler and its batches share: `schedule()` and `task()`."""
@@ -266,8 +282,20 @@ class _Schedulable:
     ) -> Task[..., Any]:
         return Task(func, args, kwargs, config, phase=phase)
 
+    def _new_dispatch(
+        self, job: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], config: TaskConfig, phase: Phase
+    ) -> Task[..., Any]:
+        from ._dispatch import new_dispatch  # imported here: only apps that dispatch pay for it
+
+        return new_dispatch(job, args, kwargs, config, phase)
+
     def _add(
-        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], config: TaskConfig
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        config: TaskConfig,
+        dispatch: bool = False,
     ) -> Task[..., Any]:
         raise NotImplementedError
 
@@ -282,12 +310,30 @@ class _Schedulable:
         """
         return cast("Task[P, T]", self._add(func, args, kwargs, self._base_config()))
 
+    def enqueue(self, job: Callable[JobP, Any], /, *args: JobP.args, **kwargs: JobP.kwargs) -> DispatchTask:
+        """Hand `job(*args, **kwargs)` to its distributed queue (taskiq or Celery) in this phase.
+
+        The dispatch is a task like any other: it inherits the app-wide configuration, is
+        discarded with its batch when the endpoint raises, and never changes the response. A
+        dispatch that fails or outlasts `dispatch_timeout` ends with a `DispatchError`, which is
+        logged and passed to `on_error`.
+
+        Returns:
+            The dispatch's handle; its `job_id` is known at once.
+
+        Raises:
+            TypeError: `job` is not a job of a supported queue (a taskiq or Celery task).
+            DispatchBackendError: the queue cannot run on the current async library (taskiq under trio).
+        """
+        return cast("DispatchTask", self._add(job, args, kwargs, self._base_config(), dispatch=True))
+
     def task(
         self,
         *,
         name: str | None = None,
         shield: bool | None = None,
         on_error: TaskErrorHandler | None = None,
+        dispatch_timeout: float | None = None,
     ) -> TaskDefinition[..., Any]:
         """Return a definition whose `.schedule(...)` uses this configuration merged over the app-wide one.
 
@@ -295,12 +341,18 @@ class _Schedulable:
             name: the task's name in logs and test reports.
             shield: whether the task survives the shutdown cancellation.
             on_error: `on_error(task, exc)`, called after the task raised.
+            dispatch_timeout: seconds an `.enqueue(...)` dispatch may take before it fails.
         """
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str or None, not {name!r}")
         if on_error is not None and not callable(on_error):
             raise TypeError(f"on_error must be a callable taking (task, exc), not {on_error!r}")
-        return TaskDefinition(self, self._base_config().merge(TaskConfig(name=name, shield=shield, on_error=on_error)))
+        if dispatch_timeout is not None and (
+            isinstance(dispatch_timeout, bool) or not isinstance(dispatch_timeout, int | float) or dispatch_timeout <= 0
+        ):
+            raise ValueError(f"dispatch_timeout must be a positive number of seconds or None, not {dispatch_timeout!r}")
+        config = TaskConfig(name=name, shield=shield, on_error=on_error, dispatch_timeout=dispatch_timeout)
+        return TaskDefinition(self, self._base_config().merge(config))
 
 
 _OPEN, _STARTED, _DISCARDED = 0, 1, 2
@@ -328,10 +380,18 @@ class TasksBatch(_Schedulable):
         return _DEFAULT_CONFIG if self._owner is None else self._owner.config
 
     def _add(
-        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], config: TaskConfig
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        config: TaskConfig,
+        dispatch: bool = False,
     ) -> Task[..., Any]:
         owner = self if self._owner is None else self._owner
-        task = owner._new_task(func, args, kwargs, config, self.phase)
+        if dispatch:
+            task = owner._new_dispatch(func, args, kwargs, config, self.phase)
+        else:
+            task = owner._new_task(func, args, kwargs, config, self.phase)
         if self._state is not _OPEN:
             state = "started" if self._state is _STARTED else "discarded"
             raise BatchClosedError(
@@ -420,7 +480,8 @@ class _Runtime:
                     self._idle = anyio.Event()
                     await self._idle.wait()
         if self.active:
-            logger.info("Shutting down: cancelling %d unfinished unshielded background task(s)", self.active)
+            # `active` counts shielded tasks too, and those are not cancelled: don't call them all unshielded.
+            logger.info("Shutting down: %d background task(s) unfinished; cancelling the unshielded ones", self.active)
         self.closed = True
         self.tg.cancel_scope.cancel()
 
@@ -477,9 +538,17 @@ class TasksScheduler(_Schedulable):
         return self.config
 
     def _add(
-        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], config: TaskConfig
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        config: TaskConfig,
+        dispatch: bool = False,
     ) -> Task[..., Any]:
-        task = self._new_task(func, args, kwargs, config, Phase.IMMEDIATE)
+        if dispatch:
+            task = self._new_dispatch(func, args, kwargs, config, Phase.IMMEDIATE)
+        else:
+            task = self._new_task(func, args, kwargs, config, Phase.IMMEDIATE)
         self._submit(task)
         return task
 

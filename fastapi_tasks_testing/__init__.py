@@ -12,12 +12,15 @@ from typing import Any
 from fastapi_tasks import Phase, TaskStatus
 
 from ._assertions import RecordQueries, TaskSpec
+from ._dispatch import DispatchQueries, DispatchRecord
 from ._recorder import MODES, Mode, RecordingScheduler, RequestRecords
 from ._records import RequestInfo, TaskRecord
 from ._timeline import render_timeline
 
 __all__ = [
     "MODES",
+    "DispatchQueries",
+    "DispatchRecord",
     "Mode",
     "Phase",
     "RecordQueries",
@@ -27,6 +30,8 @@ __all__ = [
     "TaskRecord",
     "TaskSpec",
     "TaskStatus",
+    "assert_dispatched",
+    "assert_not_dispatched",
     "assert_not_scheduled",
     "assert_order",
     "assert_scheduled",
@@ -61,3 +66,17 @@ def assert_order(recorder: RecordQueries, /, *tasks: TaskSpec) -> None:
     """`recorder.assert_order(*tasks)`, as a function."""
     __tracebackhide__ = True
     recorder.assert_order(*tasks)
+
+
+def assert_dispatched(
+    recorder: DispatchQueries, job: TaskSpec, /, *args: Any, phase: Phase | str | None = None, **kwargs: Any
+) -> DispatchRecord:
+    """`recorder.assert_dispatched(job, *args, phase=phase, **kwargs)`, as a function."""
+    __tracebackhide__ = True
+    return recorder.assert_dispatched(job, *args, phase=phase, **kwargs)
+
+
+def assert_not_dispatched(recorder: DispatchQueries, job: TaskSpec, /, *, phase: Phase | str | None = None) -> None:
+    """`recorder.assert_not_dispatched(job, phase=phase)`, as a function."""
+    __tracebackhide__ = True
+    recorder.assert_not_dispatched(job, phase=phase)

@@ -23,17 +23,20 @@ from fastapi_tasks.errors import FastAPITasksError, FastAPITasksUninitializedApp
 from fastapi_tasks.tasks import TasksBatch
 
 from ._assertions import RecordQueries, TaskSpec, matches_task
+from ._dispatch import DispatchQueries, DispatchRecorder
 from ._records import RequestInfo, TaskRecord
 
 __all__ = ["MODES", "Mode", "RecordingScheduler", "RequestRecords"]
 
 Mode: TypeAlias = Literal["run", "record", "spy"]
+"""How a `RecordingScheduler` treats the tasks it records: "run", "record" or "spy"."""
 MODES: tuple[Mode, ...] = ("run", "record", "spy")
+"""Every `Mode`, in the order error messages list them."""
 _PHASE_ORDER = (Phase.IMMEDIATE, Phase.AFTER_ROUTE, Phase.AFTER_RESPONSE)
 _OPEN, _STARTED = 0, 1  # TasksBatch states: once started, later tasks are refused rather than lost.
 
 
-class RecordingScheduler(TasksScheduler, RecordQueries):
+class RecordingScheduler(DispatchRecorder, TasksScheduler, RecordQueries):
     """A `TasksScheduler` that records every task it is given, for tests.
 
     Installed on an app (`install(app)`, or the `tasks_recorder` pytest fixture) it overrides the
@@ -70,6 +73,7 @@ class RecordingScheduler(TasksScheduler, RecordQueries):
         self._explicit_config = config
         self._faults: list[tuple[TaskSpec, Callable[..., Any], bool]] = []
         self._allowed: list[TaskSpec] = []
+        self._dispatch_faults: list[tuple[TaskSpec, BaseException | type[BaseException]]] = []
         self._previous_override: tuple[bool, Any] = (False, None)
         self._runtime = None
         self.config = config or TaskConfig()
@@ -176,6 +180,11 @@ class RecordingScheduler(TasksScheduler, RecordQueries):
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], config: TaskConfig, phase: Phase
     ) -> Task[..., Any]:
         return self._record(func, args, kwargs, config, phase, None)
+
+    def _new_dispatch(
+        self, job: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], config: TaskConfig, phase: Phase
+    ) -> Task[..., Any]:
+        return self._record_dispatch(job, args, kwargs, config, phase, None)
 
     def _submit(self, task: Task[..., Any]) -> None:
         # Outside a request there is no task group to start tasks in: they wait for run_pending().
@@ -333,6 +342,11 @@ class _SpyScheduler(TasksScheduler):
     ) -> Task[..., Any]:
         return self._recorder._record(func, args, kwargs, config, phase, self._request)
 
+    def _new_dispatch(
+        self, job: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], config: TaskConfig, phase: Phase
+    ) -> Task[..., Any]:
+        return self._recorder._record_dispatch(job, args, kwargs, config, phase, self._request)
+
 
 class _RequestScheduler(TasksScheduler):
     """A request's scheduler in "run" and "record" mode: deterministic, in a task group of the request's own."""
@@ -361,6 +375,11 @@ class _RequestScheduler(TasksScheduler):
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], config: TaskConfig, phase: Phase
     ) -> Task[..., Any]:
         return self._recorder._record(func, args, kwargs, config, phase, self._request)
+
+    def _new_dispatch(
+        self, job: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], config: TaskConfig, phase: Phase
+    ) -> Task[..., Any]:
+        return self._recorder._record_dispatch(job, args, kwargs, config, phase, self._request)
 
     def _submit(self, task: Task[..., Any]) -> None:
         assert isinstance(task, TaskRecord)
@@ -408,7 +427,7 @@ class _RequestScheduler(TasksScheduler):
         await self._wait_immediate()
 
 
-class RequestRecords(RecordQueries):
+class RequestRecords(DispatchQueries):
     """The records of some requests only: what `RecordingScheduler.for_request()` returns."""
 
     def __init__(self, recorder: RecordingScheduler, predicate: Callable[[RequestInfo], bool], label: str) -> None:

@@ -37,6 +37,12 @@ def outcome(record: TaskRecord) -> str:
     return record.status.value
 
 
+def _call_cell(record: TaskRecord) -> str:
+    call = format_call(record.name, record.args, record.kwargs)
+    # Dispatches share the timeline with tasks; the job id is left out to keep the text stable.
+    return call if record.kind == "task" else f"[{record.kind}] {call}"
+
+
 def render_timeline(records: Sequence[TaskRecord]) -> str:
     """A table of `records` in scheduling order: number, phase, call, status, request.
 
@@ -49,7 +55,7 @@ def render_timeline(records: Sequence[TaskRecord]) -> str:
         (
             str(record.seq),
             record.phase.value,
-            format_call(record.name, record.args, record.kwargs),
+            _call_cell(record),
             outcome(record),
             "-" if record.request is None else str(record.request),
         )

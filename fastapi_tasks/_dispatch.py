@@ -1,0 +1,303 @@
+"""Handing jobs to distributed queues: the `Dispatcher` protocol, the dispatch task, adapter lookup.
+
+An `enqueue()` is a scheduled task whose body is the dispatch, so names, shielding, `on_error`,
+the app-wide config, discarding and the shutdown grace period apply to it unchanged. The
+adapters for taskiq and Celery live in `fastapi_tasks.dispatchers` and are imported only when a
+job of theirs is enqueued: an app that never dispatches needs neither library.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Collection
+from typing import Any, Protocol, runtime_checkable
+
+import anyio
+import anyio.from_thread
+
+from ._phases import Phase, TaskStatus
+from .errors import DispatchBackendError, DispatchError, TaskNotFinishedError
+from .tasks import Task, TaskConfig
+
+__all__ = [
+    "DEFAULT_DISPATCH_TIMEOUT",
+    "DispatchTask",
+    "Dispatcher",
+    "dispatch_error",
+    "find_dispatcher",
+    "new_dispatch",
+    "register_dispatcher",
+]
+
+DEFAULT_DISPATCH_TIMEOUT = 5.0
+"""Seconds a dispatch may take when neither the task nor the app sets `dispatch_timeout`."""
+
+
+@runtime_checkable
+class Dispatcher(Protocol):
+    """What `enqueue()` needs from a distributed queue; one adapter per queue library.
+
+    A class with `backend` and `async_libraries` as class attributes satisfies it.
+    """
+
+    @property
+    def backend(self) -> str:
+        """The queue's name in messages, like "taskiq"."""
+        ...
+
+    @property
+    def async_libraries(self) -> Collection[str]:
+        """The async libraries it can dispatch from, like `("asyncio",)`."""
+        ...
+
+    def accepts(self, job: object) -> bool:
+        """Whether `job` is a job of this queue."""
+        ...
+
+    def job_name(self, job: Any) -> str:
+        """The job's name in its queue."""
+        ...
+
+    def job_function(self, job: Any) -> Callable[..., Any]:
+        """The function a worker runs for `job` (to check arguments and to run it inline in tests)."""
+        ...
+
+    def new_job_id(self, job: Any) -> str:
+        """A fresh id for one enqueueing of `job`, fixed before it is sent."""
+        ...
+
+    async def dispatch(self, job: Any, job_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Send `job(*args, **kwargs)` to the broker under `job_id`; return the queue's own handle."""
+        ...
+
+    def round_trip(
+        self, job: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The arguments as a worker receives them: serialized and parsed back as the queue does it.
+
+        Raises whatever the queue's serializer raises for arguments it cannot send.
+        """
+        ...
+
+
+_registered: list[Dispatcher] = []
+_by_type: dict[type, Dispatcher] = {}
+
+
+def register_dispatcher(dispatcher: Dispatcher) -> None:
+    """Make `enqueue()` accept the jobs of another queue, through an adapter of your own.
+
+    Adapters registered later are asked first; the built-in taskiq and Celery adapters come last.
+
+    Raises:
+        TypeError: `dispatcher` does not implement the `Dispatcher` protocol.
+    """
+    if not isinstance(dispatcher, Dispatcher):
+        raise TypeError(f"register_dispatcher() needs a Dispatcher (see fastapi_tasks.Dispatcher), not {dispatcher!r}")
+    _registered.insert(0, dispatcher)
+    _by_type.clear()
+
+
+def _builtin_dispatchers() -> list[Dispatcher]:
+    # A job of a queue library can only exist once that library was imported: look in sys.modules
+    # so an app that dispatches to one queue never imports the other.
+    found: list[Dispatcher] = []
+    if "taskiq" in sys.modules:
+        from .dispatchers.taskiq import TaskiqDispatcher
+
+        found.append(TaskiqDispatcher())
+    if "celery" in sys.modules:
+        from .dispatchers.celery import CeleryDispatcher
+
+        found.append(CeleryDispatcher())
+    return found
+
+
+def find_dispatcher(job: object) -> Dispatcher:
+    """The adapter of the queue `job` belongs to.
+
+    Raises:
+        TypeError: no adapter accepts `job`.
+    """
+    job_type = type(job)
+    dispatcher = _by_type.get(job_type)
+    if dispatcher is not None and dispatcher.accepts(job):
+        return dispatcher
+    for candidate in (*_registered, *_builtin_dispatchers()):
+        if candidate.accepts(job):
+            _by_type[job_type] = candidate
+            return candidate
+    hint = (
+        "To run a plain function in this process, use schedule() instead."
+        if callable(job)
+        else "Pass the job itself and its arguments separately: enqueue(job, *args, **kwargs)."
+    )
+    raise TypeError(
+        f"Cannot enqueue {job!r}: it is not a job of a supported queue "
+        f"(a taskiq task made with @broker.task, or a Celery task made with @app.task). {hint}"
+    )
+
+
+def _running_library() -> str | None:
+    try:
+        import sniffio
+    except ImportError:  # pragma: no cover - trio depends on sniffio, so without it only asyncio runs
+        return "asyncio"
+    try:
+        return sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        pass
+    try:
+        # A sync endpoint runs in a worker thread: ask its event loop.
+        return anyio.from_thread.run_sync(sniffio.current_async_library)
+    except (RuntimeError, sniffio.AsyncLibraryNotFoundError):
+        return None  # no event loop at all (a recorder used on its own in a sync unit test)
+
+
+def check_async_library(dispatcher: Dispatcher, job_name: str) -> None:
+    """Fail at the call site when the current async library cannot dispatch to `dispatcher`'s queue.
+
+    Raises:
+        DispatchBackendError: it cannot.
+    """
+    library = _running_library()
+    if library is None or library in dispatcher.async_libraries:
+        return
+    supported = " or ".join(dispatcher.async_libraries)
+    raise DispatchBackendError(
+        f"Cannot enqueue {job_name!r} to {dispatcher.backend}: {dispatcher.backend} dispatches only under "
+        f"{supported}, and this app runs on {library}. Run the app on {supported}, or use a queue that supports "
+        f"{library} (Celery jobs can be enqueued from any backend)."
+    )
+
+
+def _cause_chain(exc: BaseException) -> str:
+    names = [type(exc).__name__]
+    seen = {id(exc)}
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and id(cause) not in seen and len(names) < 4:
+        seen.add(id(cause))
+        names.append(type(cause).__name__)
+        cause = cause.__cause__ or cause.__context__
+    return " caused by ".join(names)
+
+
+def dispatch_error(task: DispatchTask, cause: BaseException | None, *, timeout: float | None = None) -> DispatchError:
+    """The `DispatchError` for `task`: a timeout (`cause` is `None`) or the broker's error `cause`.
+
+    Only exception type names go into the message: a broker's or serializer's message can quote
+    the argument values, and it stays readable on the chained cause.
+    """
+    reason = f"no answer from the broker within {timeout:g} s" if cause is None else _cause_chain(cause)
+    return DispatchError(
+        f"Could not dispatch {task.job_name!r} (job id {task.job_id!r}, phase {task.phase.value}) "
+        f"to {task.backend}: {reason}.",
+        job_name=task.job_name,
+        job_id=task.job_id,
+        phase=task.phase.value,
+        backend=task.backend,
+        timed_out=cause is None,
+    )
+
+
+class DispatchTask(Task[..., Any]):
+    """The handle of one `enqueue()`: a task whose body hands a job to its distributed queue.
+
+    Besides a `Task`'s attributes it has `job` (what was enqueued, also `func`), `job_name`,
+    `job_id` (fixed at once, before the dispatch: use it as the idempotency key) and `backend`.
+    Its status ends "dispatched" when the broker took the job; its `result` is then the queue's own
+    handle (a taskiq `AsyncTaskiqTask`, a Celery `AsyncResult`). A dispatch that fails ends
+    "failed" with a `DispatchError`.
+    """
+
+    # No __slots__: the testing toolkit's record type combines this class with its own slotted
+    # Task subclass, which only works when one of the two adds a __dict__ rather than slots.
+
+    dispatcher: Dispatcher
+    job_id: str
+    job_name: str
+
+    def _bind(self, dispatcher: Dispatcher, job_id: str, job_name: str) -> None:
+        self.dispatcher = dispatcher
+        self.job_id = job_id
+        self.job_name = job_name
+
+    def __repr__(self) -> str:
+        return (
+            f"<DispatchTask {self.name!r} job_id={self.job_id!r} phase={self.phase.value} status={self.status.value}>"
+        )
+
+    @property
+    def job(self) -> Any:
+        """The job that was enqueued."""
+        return self.func
+
+    @property
+    def backend(self) -> str:
+        """The queue's name: "taskiq", "celery", ..."""
+        return self.dispatcher.backend
+
+    @property
+    def name(self) -> str:
+        """The configured name, else the job's name in its queue."""
+        return self.config.name or self.job_name
+
+    @property
+    def timeout(self) -> float:
+        """Seconds the dispatch may take."""
+        timeout = self.config.dispatch_timeout
+        return DEFAULT_DISPATCH_TIMEOUT if timeout is None else timeout
+
+    @property
+    def result(self) -> Any:
+        """The queue's handle on the enqueued job.
+
+        Raises:
+            TaskNotFinishedError: the job has not been dispatched (yet).
+        """
+        if self.status is not TaskStatus.DISPATCHED:
+            raise TaskNotFinishedError(
+                f"Job {self.name!r} has no queue handle: its dispatch is {self.status.value}. "
+                "Await task.wait() first, and check task.status or task.exception."
+            )
+        return self._result
+
+    def _target(self) -> Callable[..., Any]:
+        return self._send
+
+    def _set_ended(self, status: TaskStatus) -> None:
+        super()._set_ended(TaskStatus.DISPATCHED if status is TaskStatus.SUCCEEDED else status)
+
+    async def _send(self, *args: Any, **kwargs: Any) -> Any:
+        timeout = self.timeout
+        with anyio.move_on_after(timeout) as scope:
+            try:
+                return await self.dispatcher.dispatch(self.func, self.job_id, args, kwargs)
+            except Exception as exc:
+                # A client library may turn our timeout's cancellation into an error of its own.
+                raise dispatch_error(self, None if scope.cancel_called else exc, timeout=timeout) from exc
+        # Reached only when the timeout cancelled the dispatch.
+        raise dispatch_error(self, None, timeout=timeout)
+
+
+def prepare_dispatch(job: object) -> tuple[Dispatcher, str]:
+    """Find `job`'s adapter, check the async library, and return the adapter and the job's name.
+
+    Raises:
+        TypeError: `job` is not a job of a supported queue.
+        DispatchBackendError: the queue cannot be dispatched to from the running async library.
+    """
+    dispatcher = find_dispatcher(job)
+    job_name = dispatcher.job_name(job)
+    check_async_library(dispatcher, job_name)
+    return dispatcher, job_name
+
+
+def new_dispatch(
+    job: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], config: TaskConfig, phase: Phase
+) -> DispatchTask:
+    """A pending dispatch of `job(*args, **kwargs)` in `phase`, its job id already fixed."""
+    dispatcher, job_name = prepare_dispatch(job)
+    task = DispatchTask(job, args, kwargs, config, phase=phase)
+    task._bind(dispatcher, dispatcher.new_job_id(job), job_name)
+    return task

@@ -1,0 +1,392 @@
+"""Testing `enqueue()` with the recorder: no broker, the same timeline, round-tripped arguments."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any, Literal
+
+import anyio
+import pytest
+from celery import Celery
+from fastapi import FastAPI, HTTPException
+from fastapi.testclient import TestClient
+from taskiq import InMemoryBroker
+from taskiq_redis import ListQueueBroker
+
+from fastapi_tasks import Phase, Task, Tasks, TaskStatus, add_tasks, register_dispatcher
+from fastapi_tasks.errors import DispatchBackendError, DispatchError
+from fastapi_tasks_testing import (
+    DispatchRecord,
+    RecordingScheduler,
+    assert_dispatched,
+    assert_not_dispatched,
+)
+
+Backend = Literal["asyncio", "trio"]
+
+# Nothing listens on this port: the recorder never needs a broker.
+broker = ListQueueBroker("redis://127.0.0.1:9/0")
+celery_app = Celery("shop", broker="redis://127.0.0.1:9/0", set_as_current=False)
+
+RECEIPTS: list[int] = []
+
+
+@broker.task
+async def send_receipt(order_id: int) -> str:
+    RECEIPTS.append(order_id)
+    return f"receipt {order_id}"
+
+
+@broker.task(task_name="shop.ship")
+def ship(order_id: int, when: dt.date, items: tuple[str, ...] = ()) -> str:
+    return f"ship {order_id} on {when.isoformat()} {list(items)}"
+
+
+@celery_app.task(name="shop.invoice")  # type: ignore[untyped-decorator]  # Celery ships no types
+def invoice(order_id: int, lines: tuple[int, ...]) -> int:
+    return order_id + sum(lines)
+
+
+class CardDeclinedError(Exception):
+    pass
+
+
+def charge(order_id: int) -> None:
+    if order_id == 13:
+        raise CardDeclinedError(order_id)
+
+
+def make_app() -> FastAPI:
+    app = FastAPI()
+    add_tasks(app)
+
+    @app.post("/orders/{order_id}")
+    async def place_order(order_id: int, tasks: Tasks) -> dict[str, Any]:
+        receipt = tasks.after_response.enqueue(send_receipt, order_id)
+        try:
+            charge(order_id)
+        except CardDeclinedError:
+            raise HTTPException(status_code=402, detail="card declined") from None
+        return {"order": order_id, "receipt_job": receipt.job_id}
+
+    return app
+
+
+@pytest.fixture
+def app() -> FastAPI:
+    RECEIPTS.clear()
+    return make_app()
+
+
+# --- a test as a user writes it -----------------------------------------------------------------
+
+
+def test_an_order_dispatches_its_receipt_after_the_response(app: FastAPI, tasks_recorder: RecordingScheduler) -> None:
+    client = TestClient(app)
+
+    response = client.post("/orders/42")
+
+    assert response.status_code == 200
+    record = tasks_recorder.assert_dispatched(send_receipt, 42, phase="after_response")
+    assert response.json() == {"order": 42, "receipt_job": record.job_id}
+    assert RECEIPTS == []  # dispatched, not run
+
+
+def test_a_failed_order_dispatches_nothing(app: FastAPI, tasks_recorder: RecordingScheduler) -> None:
+    client = TestClient(app)
+
+    response = client.post("/orders/13")
+
+    assert response.status_code == 402
+    tasks_recorder.assert_not_dispatched(send_receipt)
+    tasks_recorder.assert_discarded(send_receipt, 13)
+
+
+# --- records ---------------------------------------------------------------------------------
+
+
+def test_dispatches_share_the_timeline_with_tasks(app: FastAPI, tasks_recorder: RecordingScheduler) -> None:
+    client = TestClient(app)
+    client.post("/orders/42")
+    client.post("/orders/13")
+
+    [sent, discarded] = tasks_recorder.dispatches
+    assert isinstance(sent, DispatchRecord)
+    assert (sent.kind, sent.job, sent.job_name, sent.backend) == (
+        "dispatch",
+        send_receipt,
+        send_receipt.task_name,
+        "taskiq",
+    )
+    assert (sent.status, discarded.status) == (TaskStatus.DISPATCHED, TaskStatus.DISCARDED)
+    assert sent.job_id != discarded.job_id
+    name = send_receipt.task_name
+    assert tasks_recorder.timeline() == "\n".join(
+        [
+            f"#  phase           {'task'.ljust(len(f'[dispatch] {name}(42)'))}  status      request",
+            f"1  after_response  [dispatch] {name}(42)  dispatched  POST /orders/42",
+            f"2  after_response  [dispatch] {name}(13)  discarded   POST /orders/13",
+        ]
+    )
+    assert re.fullmatch(
+        rf"<DispatchRecord #1 after_response '{re.escape(name)}' job_id='[0-9a-f]{{32}}' dispatched>", repr(sent)
+    )
+    assert tasks_recorder.for_request("POST", "/orders/42").dispatches == [sent]
+    assert_dispatched(tasks_recorder.for_request("POST", "/orders/42"), send_receipt, 42)
+    assert_not_dispatched(tasks_recorder.for_request("POST", "/orders/13"), send_receipt)
+
+
+def test_arguments_are_recorded_as_the_worker_receives_them() -> None:
+    recorder = RecordingScheduler()
+
+    recorder.enqueue(ship, 7, dt.date(2024, 5, 1), items=("a", "b"))
+    recorder.enqueue(invoice, 7, (1, 2))
+
+    shipped, invoiced = recorder.records
+    # taskiq parses arguments back into their annotated types; Celery's JSON turns tuples into lists.
+    assert (shipped.args, shipped.kwargs) == ((7, dt.date(2024, 5, 1)), {"items": ("a", "b")})
+    assert (invoiced.args, invoiced.kwargs) == ((7, [1, 2]), {})
+    assert (shipped.name, invoiced.name) == ("shop.ship", "shop.invoice")
+    assert isinstance(invoiced, DispatchRecord)
+    assert invoiced.backend == "celery"
+    assert re.fullmatch(r"[0-9a-f-]{36}", invoiced.job_id)
+
+
+@pytest.mark.tasks_recorder(expect_failures=True)
+def test_arguments_the_queue_cannot_send_fail_the_dispatch_as_in_production(
+    app: FastAPI, tasks_recorder: RecordingScheduler
+) -> None:
+    handled: list[tuple[Task[..., Any], Exception]] = []
+
+    @app.post("/odd")
+    async def odd(tasks: Tasks) -> None:
+        tasks.task(on_error=lambda task, exc: handled.append((task, exc))).enqueue(send_receipt, object())  # type: ignore[arg-type]
+
+    assert TestClient(app).post("/odd").status_code == 200
+
+    [record] = tasks_recorder.dispatches
+    assert record.status is TaskStatus.FAILED
+    exc = record.exception
+    assert isinstance(exc, DispatchError)
+    assert str(exc) == (
+        f"Could not dispatch {send_receipt.task_name!r} (job id {record.job_id!r}, phase immediate) "
+        "to taskiq: PydanticSerializationError."
+    )
+    assert type(exc.__cause__).__name__ == "PydanticSerializationError"
+    assert handled == [(record, exc)]
+
+
+def test_enqueueing_with_the_wrong_arguments_fails_at_the_call_site() -> None:
+    recorder = RecordingScheduler()
+    with pytest.raises(
+        TypeError,
+        match=rf"^Cannot enqueue {re.escape(repr(send_receipt.task_name))} with these arguments: "
+        r"missing a required argument: 'order_id'\.$",
+    ):
+        recorder.after_response.enqueue(send_receipt)  # type: ignore[call-arg]
+
+
+# --- modes and helpers ---------------------------------------------------------------------------
+
+
+@pytest.mark.tasks_recorder(mode="record")
+def test_record_mode_leaves_dispatches_pending(app: FastAPI, tasks_recorder: RecordingScheduler) -> None:
+    TestClient(app).post("/orders/42")
+
+    [record] = tasks_recorder.dispatches
+    assert [r.status for r in tasks_recorder.dispatches] == [TaskStatus.PENDING]
+    with pytest.raises(AssertionError, match=r"^Expected .*send_receipt\(42\) to be dispatched, but: #1 pending\.\n"):
+        tasks_recorder.assert_dispatched(send_receipt, 42)
+
+    tasks_recorder.run_pending_sync()
+
+    assert [r.status for r in tasks_recorder.dispatches] == [TaskStatus.DISPATCHED]
+    assert tasks_recorder.assert_dispatched(send_receipt, 42) is record
+
+
+def test_run_dispatched_runs_the_job_bodies_inline_once(app: FastAPI, tasks_recorder: RecordingScheduler) -> None:
+    client = TestClient(app)
+    client.post("/orders/42")
+    client.post("/orders/13")
+    client.post("/orders/7")
+
+    ran = tasks_recorder.run_dispatched_sync()
+
+    assert [record.args for record in ran] == [(42,), (7,)]
+    assert [record.job_result for record in ran] == ["receipt 42", "receipt 7"]
+    assert RECEIPTS == [42, 7]
+    assert tasks_recorder.run_dispatched_sync() == []
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # taskiq jobs: asyncio only
+@pytest.mark.anyio
+async def test_run_dispatched_in_an_async_test_runs_sync_and_async_jobs(anyio_backend: Backend) -> None:
+    recorder = RecordingScheduler()
+    recorder.enqueue(invoice, 1, (2, 3))
+    recorder.after_response.enqueue(ship, 2, dt.date(2024, 1, 2))
+    await recorder.run_pending()
+
+    assert [record.job_result for record in await recorder.run_dispatched(invoice)] == [6]
+    assert [record.job_result for record in await recorder.run_dispatched()] == ["ship 2 on 2024-01-02 []"]
+    with pytest.raises(RuntimeError, match=r"^run_dispatched_sync\(\) was called inside an event loop; "):
+        recorder.run_dispatched_sync()
+
+
+def test_fail_dispatch_makes_the_broker_fail_so_on_error_is_tested(
+    app: FastAPI, tasks_recorder: RecordingScheduler
+) -> None:
+    handled: list[Exception] = []
+
+    @app.post("/retry")
+    async def retry(tasks: Tasks) -> None:
+        tasks.after_response.task(on_error=lambda task, exc: handled.append(exc)).enqueue(send_receipt, 1)
+
+    tasks_recorder.fail_dispatch(send_receipt, ConnectionRefusedError)
+
+    assert TestClient(app).post("/retry").status_code == 200
+
+    record = tasks_recorder.assert_failed(send_receipt, DispatchError)
+    assert isinstance(record.exception, DispatchError)
+    assert isinstance(record.exception.__cause__, ConnectionRefusedError)
+    assert handled == [record.exception]
+    assert_not_dispatched(tasks_recorder, send_receipt)
+    with pytest.raises(TypeError, match=r"^fail_dispatch\(\) needs an exception instance or class to raise, not 1$"):
+        tasks_recorder.fail_dispatch(send_receipt, 1)  # type: ignore[arg-type]
+
+
+def test_assertion_failures_show_the_closest_dispatches_and_the_timeline(
+    app: FastAPI, tasks_recorder: RecordingScheduler
+) -> None:
+    TestClient(app).post("/orders/42")
+    name = send_receipt.task_name
+
+    with pytest.raises(AssertionError) as info:
+        tasks_recorder.assert_dispatched(send_receipt, 41, phase="after_route")
+    assert str(info.value) == "\n".join(
+        [
+            f"Expected {name}(41) in phase after_route to be dispatched, but no dispatch matches.",
+            "Closest recorded tasks:",
+            f"- #1 after_response {name}(42)",
+            "    phase: expected after_route, got after_response",
+            "    argument 1: expected 41, got 42",
+            "",
+            "Recorded tasks:",
+            tasks_recorder.timeline(),
+        ]
+    )
+    with pytest.raises(AssertionError, match=rf"^Expected {re.escape(name)} not to be dispatched, but it was: #1\.\n"):
+        tasks_recorder.assert_not_dispatched(send_receipt)
+
+
+def test_a_pending_dispatch_is_cancelled_at_shutdown_unless_shielded() -> None:
+    recorder = RecordingScheduler()
+    plain = recorder.after_response.enqueue(send_receipt, 1)
+    shielded = recorder.after_response.task(shield=True).enqueue(send_receipt, 2)
+
+    recorder.shutdown_sync()
+
+    assert (plain.status, shielded.status) == (TaskStatus.CANCELLED, TaskStatus.DISPATCHED)
+
+
+def test_the_recorder_refuses_taskiq_under_trio_as_production_does() -> None:
+    recorder = RecordingScheduler()
+
+    async def enqueue() -> None:
+        recorder.enqueue(send_receipt, 1)
+
+    with pytest.raises(
+        DispatchBackendError, match=r"^Cannot enqueue .* to taskiq: taskiq dispatches only under asyncio"
+    ):
+        anyio.run(enqueue, backend="trio")
+
+
+# --- spy mode: the real dispatcher --------------------------------------------------------------
+
+memory_broker = InMemoryBroker()
+
+
+@memory_broker.task
+async def remember(order_id: int) -> int:
+    return order_id * 2
+
+
+@pytest.mark.tasks_recorder(mode="spy")
+def test_spy_mode_sends_to_the_real_queue(app: FastAPI, tasks_recorder: RecordingScheduler) -> None:
+    @app.post("/remember")
+    async def endpoint(tasks: Tasks) -> dict[str, str]:
+        return {"job": tasks.after_response.enqueue(remember, 21).job_id}
+
+    async def main() -> int:
+        await memory_broker.startup()
+        try:
+            record = tasks_recorder.dispatches[0]
+            await tasks_recorder.drain()
+            assert record.status is TaskStatus.DISPATCHED
+            result = await record.result.wait_result(timeout=10)
+            return int(result.return_value)
+        finally:
+            await memory_broker.shutdown()
+
+    with TestClient(app) as client:
+        job_id = client.post("/remember").json()["job"]
+        assert tasks_recorder.assert_dispatched(remember, 21).job_id == job_id
+        assert client.portal is not None
+        assert client.portal.call(main) == 42
+
+
+# --- custom queues and imports --------------------------------------------------------------------
+
+
+class Postcard:
+    def __call__(self, to: str) -> None: ...
+
+
+class PostOffice:
+    backend = "post"
+    async_libraries = ("asyncio", "trio")
+
+    def accepts(self, job: object) -> bool:
+        return isinstance(job, Postcard)
+
+    def job_name(self, job: Postcard) -> str:
+        return "postcard"
+
+    def job_function(self, job: Postcard) -> Callable[..., Any]:
+        return job.__call__
+
+    def new_job_id(self, job: Postcard) -> str:
+        return "stamp-1"
+
+    async def dispatch(self, job: Postcard, job_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        raise AssertionError("the recorder sends nothing")
+
+    def round_trip(
+        self, job: Postcard, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return tuple(arg.upper() for arg in args), kwargs
+
+
+@pytest.mark.anyio
+async def test_a_registered_queue_is_recorded_through_its_own_adapter(anyio_backend: Backend) -> None:
+    register_dispatcher(PostOffice())
+    recorder = RecordingScheduler()
+    card = Postcard()
+
+    handle = recorder.after_route.enqueue(card, "ada")
+    assert handle.job_id == "stamp-1"
+    await recorder.run_pending(phase=Phase.AFTER_ROUTE)
+
+    assert recorder.assert_dispatched(card, "ADA", phase="after_route") is handle
+
+
+def test_importing_the_packages_imports_no_queue_library() -> None:
+    code = (
+        "import sys, fastapi_tasks, fastapi_tasks_testing\n"
+        "loaded = sorted(m for m in ('taskiq', 'celery', 'kombu', 'redis') if m in sys.modules)\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
