@@ -1,0 +1,133 @@
+"""The text timeline: one line per task, stable enough for snapshot tests."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from freezegun import freeze_time
+
+from fastapi_tasks import Tasks, add_tasks
+from fastapi_tasks_testing import RecordingScheduler, render_timeline
+
+
+def send_email(address: str, *, subject: str = "Welcome") -> None:
+    pass
+
+
+def audit(user: str) -> None:
+    pass
+
+
+def lookup() -> None:
+    raise KeyError
+
+
+def take(*args: object, **kwargs: object) -> None:
+    pass
+
+
+def make_app() -> FastAPI:
+    app = FastAPI()
+    add_tasks(app)
+
+    @app.post("/signup")
+    async def signup(email: str, tasks: Tasks) -> None:
+        tasks.schedule(audit, email)
+        tasks.after_route.task(name="welcome").schedule(send_email, email, subject="Hi")
+        tasks.after_response.schedule(lookup)
+
+    @app.delete("/users/{user_id}")
+    async def delete_user(user_id: int, tasks: Tasks) -> None:
+        tasks.after_response.schedule(audit, f"deleted {user_id}")
+        raise ValueError("cannot delete")
+
+    return app
+
+
+SIGNUP_TIMELINE = """\
+#  phase           task                            status             request
+1  immediate       audit('a@b.c')                  succeeded          POST /signup
+2  after_route     welcome('a@b.c', subject='Hi')  succeeded          POST /signup
+3  after_response  lookup()                        failed (KeyError)  POST /signup
+4  after_response  audit('deleted 7')              discarded          DELETE /users/7
+5  immediate       audit('x@y.z')                  succeeded          -
+6  after_route     welcome('x@y.z', subject='Hi')  cancelled          -"""
+
+
+def record_everything(recorder: RecordingScheduler) -> None:
+    app = make_app()
+    recorder.install(app)
+    client = TestClient(app, raise_server_exceptions=False)
+    client.post("/signup", params={"email": "a@b.c"})
+    client.delete("/users/7")
+    recorder.uninstall()
+    # Outside a request: no request column.
+    recorder.task(shield=True).schedule(audit, "x@y.z")
+    recorder.after_route.task(name="welcome").schedule(send_email, "x@y.z", subject="Hi")
+    recorder.shutdown_sync()
+
+
+def test_timeline_text() -> None:
+    recorder = RecordingScheduler(expect_failures=True)
+    record_everything(recorder)
+
+    assert recorder.timeline() == SIGNUP_TIMELINE
+    assert render_timeline(recorder.records) == SIGNUP_TIMELINE
+
+
+def test_timeline_is_stable_across_runs_and_clocks() -> None:
+    first, second = RecordingScheduler(), RecordingScheduler()
+    record_everything(first)
+    with freeze_time(dt.datetime(2001, 2, 3, tzinfo=dt.timezone.utc)):
+        record_everything(second)
+
+    assert first.timeline() == second.timeline() == SIGNUP_TIMELINE
+
+
+def test_timeline_of_a_request_view() -> None:
+    recorder = RecordingScheduler()
+    record_everything(recorder)
+
+    assert recorder.for_request("DELETE", "/users/7").timeline() == (
+        "#  phase           task                status     request\n"
+        "4  after_response  audit('deleted 7')  discarded  DELETE /users/7"
+    )
+    assert recorder.for_request("signup").timeline() == (
+        "#  phase           task                            status             request\n"
+        "1  immediate       audit('a@b.c')                  succeeded          POST /signup\n"
+        "2  after_route     welcome('a@b.c', subject='Hi')  succeeded          POST /signup\n"
+        "3  after_response  lookup()                        failed (KeyError)  POST /signup"
+    )
+
+
+def test_timeline_without_tasks() -> None:
+    recorder = RecordingScheduler()
+
+    assert recorder.timeline() == "(no tasks were scheduled)"
+    assert render_timeline([]) == "(no tasks were scheduled)"
+    assert recorder.for_request("GET", "/").timeline() == "(no tasks were scheduled)"
+
+
+def test_long_values_are_shortened() -> None:
+    recorder = RecordingScheduler()
+    recorder.schedule(take, "x" * 60, list(range(10)), {"a": 1}, token="s" * 50)
+
+    call = (
+        "take('xxxxxxxxxxxxxxxxx...xxxxxxxxxxxxxxxxxx', [0, 1, 2, 3, 4, 5, ...], {'a': 1}, "
+        "token='sssssssssssssssss...ssssssssssssssssss')"
+    )
+    assert recorder.timeline() == (
+        f"#  phase      {'task'.ljust(len(call))}  status   request\n1  immediate  {call}  pending  -"
+    )
+
+
+def test_a_subset_of_records_keeps_their_numbers() -> None:
+    recorder = RecordingScheduler()
+    recorder.schedule(audit, "a")
+    recorder.after_route.schedule(audit, "b")
+
+    assert render_timeline(recorder.records[1:]) == (
+        "#  phase        task        status   request\n2  after_route  audit('b')  pending  -"
+    )
