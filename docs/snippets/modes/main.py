@@ -1,0 +1,20 @@
+from fastapi import FastAPI
+from fastapi_tasks import Tasks, add_tasks
+
+app = FastAPI()
+add_tasks(app)
+
+sent: list[str] = []
+
+
+async def send_email(to: str) -> None:
+    sent.append(to)
+
+
+def audit(event: str) -> None: ...
+
+
+@app.post("/invite/{email}")
+async def invite(email: str, tasks: Tasks) -> None:
+    tasks.after_route.schedule(audit, "invite")
+    tasks.after_response.schedule(send_email, email)

@@ -1,0 +1,22 @@
+from fastapi import FastAPI
+from fastapi_tasks import Tasks, add_tasks
+
+app = FastAPI()
+add_tasks(app)
+
+
+async def reserve_stock(order_id: int) -> None: ...
+
+
+def write_audit_entry(order_id: int) -> None: ...
+
+
+async def send_receipt(order_id: int) -> None: ...
+
+
+@app.post("/orders/{order_id}")
+async def place_order(order_id: int, tasks: Tasks) -> dict[str, int]:
+    tasks.schedule(reserve_stock, order_id)  # starts now, while this function runs
+    tasks.after_route.schedule(write_audit_entry, order_id)  # when this function returns
+    tasks.after_response.schedule(send_receipt, order_id)  # once the client has the response
+    return {"order": order_id}

@@ -1,0 +1,1 @@
+"""Example applications built with fastapi-tasks, each with its own test suite."""
