@@ -1,10 +1,12 @@
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi_tasks import Task, TasksScheduler, add_tasks
 
 app = FastAPI()
 add_tasks(app)
 
-started: list[Task[[str], None]] = []
+started: list[Task[..., Any]] = []
 
 
 async def rebuild_thumbnails(album: str) -> None: ...
