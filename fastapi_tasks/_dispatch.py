@@ -154,12 +154,17 @@ def _running_library() -> str | None:
         return None  # no event loop at all (a recorder used on its own in a sync unit test)
 
 
+_ALL_LIBRARIES = frozenset({"asyncio", "trio"})
+
+
 def check_async_library(dispatcher: Dispatcher, job_name: str) -> None:
     """Fail at the call site when the current async library cannot dispatch to `dispatcher`'s queue.
 
     Raises:
         DispatchBackendError: it cannot.
     """
+    if _ALL_LIBRARIES.issubset(dispatcher.async_libraries):
+        return  # nothing to check, and no thread hop from a sync endpoint to find out
     library = _running_library()
     if library is None or library in dispatcher.async_libraries:
         return

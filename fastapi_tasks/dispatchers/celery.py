@@ -1,15 +1,17 @@
 """The Celery adapter: jobs are tasks made with `@app.task`, sent with `apply_async(task_id=...)`.
 
 `apply_async` blocks, and blocks without limit on a broker that accepts connections but never
-answers, so it runs in a daemon thread of its own: the dispatch timeout abandons the thread
-instead of waiting for it, and a thread stuck on a dead broker cannot hold up the process's exit.
-Set Celery's `broker_transport_options` socket timeouts so such threads end too.
+answers, so it runs on daemon threads of our own (reused: Celery keeps per-thread state that is
+costly to build): the dispatch timeout abandons the thread instead of waiting for it, and a
+thread stuck on a dead broker cannot hold up the process's exit. Set Celery's
+`broker_transport_options` socket timeouts so that such threads come back too.
 Install with `pip install "fastapi-tasks[celery]"`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import queue
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +24,57 @@ from celery.utils import uuid
 from kombu.serialization import dumps, loads
 
 __all__ = ["CeleryDispatcher"]
+
+
+class _DaemonWorkers:
+    """Daemon threads that run blocking calls, reused while busy ones stay stuck on a silent broker.
+
+    A call finds an idle thread or starts a new one, so a stuck thread never delays later
+    dispatches; a thread idle for `idle_timeout` seconds ends.
+    """
+
+    def __init__(self, idle_timeout: float = 60.0) -> None:
+        self._calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._condition = threading.Condition()
+        self._idle = 0
+        self._busy = 0
+        self._idle_timeout = idle_timeout
+
+    def submit(self, call: Callable[[], None]) -> None:
+        """Run `call` (which must not raise) on an idle thread, or on a new one."""
+        with self._condition:
+            self._busy += 1
+            start = not self._idle
+            if not start:
+                self._idle -= 1
+        self._calls.put(call)
+        if start:
+            threading.Thread(target=self._work, name="fastapi-tasks celery dispatch", daemon=True).start()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no call is running (for tests); return whether that happened within `timeout` s."""
+        with self._condition:
+            return self._condition.wait_for(lambda: self._busy == 0, timeout)
+
+    def _work(self) -> None:
+        while True:
+            try:
+                call = self._calls.get(timeout=self._idle_timeout)
+            except queue.Empty:
+                with self._condition:
+                    if self._idle:
+                        self._idle -= 1
+                        return
+                # Every idle slot, this thread's included, was claimed: a call is on its way.
+                continue
+            call()
+            with self._condition:
+                self._busy -= 1
+                self._idle += 1
+                self._condition.notify_all()
+
+
+_workers = _DaemonWorkers()
 
 
 class CeleryDispatcher:
@@ -51,7 +104,7 @@ class CeleryDispatcher:
         return str(uuid())
 
     async def dispatch(self, job: Any, job_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """`apply_async` in a daemon thread; returns Celery's `AsyncResult`."""
+        """`apply_async` on a daemon thread; returns Celery's `AsyncResult`."""
         done = anyio.Event()
         token = anyio.lowlevel.current_token()
         outcome: list[Any] = []
@@ -65,7 +118,7 @@ class CeleryDispatcher:
             with contextlib.suppress(RuntimeError):
                 anyio.from_thread.run_sync(done.set, token=token)
 
-        threading.Thread(target=send, name=f"fastapi-tasks celery dispatch {job_id}", daemon=True).start()
+        _workers.submit(send)
         await done.wait()
         [result] = outcome
         if isinstance(result, BaseException):
