@@ -456,7 +456,10 @@ def _closer(tg: TaskGroup) -> Callable[..., Any]:
         # task group's ExceptionGroup; only a cancellation is the task group's business.
         if exc_type is not None and issubclass(exc_type, anyio.get_cancelled_exc_class()):
             return bool(await tg.__aexit__(exc_type, exc, tb))
-        return bool(await tg.__aexit__(None, None, None))
+        # Never suppress: trio's task group returns True from a clean exit, which would swallow the
+        # endpoint's exception (FastAPI then raises "Response not awaited").
+        await tg.__aexit__(None, None, None)
+        return False
 
     return close
 

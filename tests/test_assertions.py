@@ -351,6 +351,12 @@ def test_assert_failed(recorder: RecordingScheduler) -> None:
     )
 
     with pytest.raises(AssertionError) as excinfo:
+        recorder.assert_failed("kaboom", ValueError, match="^good$")
+    assert str(excinfo.value) == failure(
+        "Expected 'kaboom' with ValueError matching '^good$' to have failed, but: #4 failed (ValueError: bad)."
+    )
+
+    with pytest.raises(AssertionError) as excinfo:
         recorder.assert_failed("kaboom", (KeyError, TypeError), match="^good$")
     assert str(excinfo.value) == failure(
         "Expected 'kaboom' with KeyError or TypeError matching '^good$' to have failed, "

@@ -15,7 +15,8 @@ import anyio.lowlevel
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from freezegun import freeze_time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -439,12 +440,115 @@ def test_endpoint_raising_discards_deferred_tasks(anyio_backend: Backend) -> Non
     assert discarded.finished_at is not None
 
 
-def test_endpoint_exception_reaches_the_client_unchanged() -> None:
+def test_endpoint_exception_reaches_the_client_unchanged(anyio_backend: Backend) -> None:
     app = make_app()
     RecordingScheduler().install(app)
 
     with pytest.raises(RuntimeError, match=r"^the endpoint failed$"):
-        TestClient(app).post("/boom")
+        TestClient(app, backend=anyio_backend).post("/boom")
+
+
+class Conflict(Exception):
+    pass
+
+
+def test_endpoint_exception_reaches_the_apps_exception_handlers(anyio_backend: Backend) -> None:
+    app = make_app()
+
+    @app.exception_handler(Conflict)
+    async def conflict(request: Request, exc: Conflict) -> JSONResponse:
+        return JSONResponse({"detail": "conflict"}, status_code=409)
+
+    @app.post("/conflict")
+    async def make_conflict(tasks: Tasks) -> None:
+        tasks.schedule(audit, "conflict")
+        tasks.after_route.schedule(audit, "never")
+        raise Conflict
+
+    recorder = RecordingScheduler()
+    recorder.install(app)
+
+    response = TestClient(app, backend=anyio_backend).post("/conflict")
+
+    assert (response.status_code, response.json()) == (409, {"detail": "conflict"})
+    assert [r.status for r in recorder.records] == [TaskStatus.SUCCEEDED, TaskStatus.DISCARDED]
+
+
+def http_scope(method: str, path: str) -> Scope:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"email=a%40b.c",
+        "headers": [],
+        "client": ("test", 1234),
+        "server": ("test", 80),
+    }
+
+
+async def receive_empty_body() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+@pytest.mark.anyio
+async def test_response_that_cannot_be_sent_discards_after_response_tasks(anyio_backend: Backend) -> None:
+    app = make_app()
+    recorder = RecordingScheduler()
+    recorder.install(app)
+
+    async def client_gone(message: Message) -> None:
+        raise OSError("the client went away")
+
+    with pytest.raises(OSError, match=r"^the client went away$"):
+        await app(http_scope("POST", "/signup"), receive_empty_body, client_gone)
+
+    assert [(r.phase, r.status) for r in recorder.records] == [
+        (Phase.IMMEDIATE, TaskStatus.SUCCEEDED),
+        (Phase.AFTER_ROUTE, TaskStatus.SUCCEEDED),
+        (Phase.AFTER_RESPONSE, TaskStatus.DISCARDED),
+    ]
+
+
+@pytest.mark.anyio
+async def test_cancelled_request_leaves_a_trace_of_every_task(anyio_backend: Backend) -> None:
+    inside = anyio.Event()
+
+    async def forever() -> None:
+        await anyio.Event().wait()
+
+    app = FastAPI()
+    add_tasks(app)
+
+    @app.get("/hang")
+    async def hang(tasks: Tasks) -> None:
+        tasks.schedule(forever)
+        tasks.after_route.schedule(audit, "never")
+        tasks.after_response.schedule(audit, "never")
+        inside.set()
+        await anyio.Event().wait()
+
+    recorder = RecordingScheduler()
+    recorder.install(app)
+
+    async def send(message: Message) -> None:
+        raise AssertionError("no response is sent")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(app, http_scope("GET", "/hang"), receive_empty_body, send)
+        await inside.wait()
+        tg.cancel_scope.cancel()
+
+    assert [r.status for r in recorder.records] == [
+        TaskStatus.CANCELLED,
+        TaskStatus.DISCARDED,
+        TaskStatus.DISCARDED,
+    ]
+    assert LOG == []
 
 
 def test_two_requests_are_recorded_apart() -> None:

@@ -75,6 +75,10 @@ def test_timeline_text() -> None:
 
     assert recorder.timeline() == SIGNUP_TIMELINE
     assert render_timeline(recorder.records) == SIGNUP_TIMELINE
+    assert [(str(request), request.route) for request in recorder.requests] == [
+        ("POST /signup", "signup"),
+        ("DELETE /users/7", "delete_user"),
+    ]
 
 
 def test_timeline_is_stable_across_runs_and_clocks() -> None:
