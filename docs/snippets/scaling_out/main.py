@@ -1,0 +1,33 @@
+from fastapi import FastAPI, HTTPException
+from fastapi_tasks import Tasks, add_tasks
+from taskiq_redis import ListQueueBroker
+
+broker = ListQueueBroker("redis://localhost:6379/0")  # the workers run `taskiq worker main:broker`
+
+app = FastAPI()
+add_tasks(app)
+
+
+@broker.task
+async def send_receipt(order_id: int) -> None:
+    """Runs on a worker, in another process or on another machine."""
+
+
+class PaymentDeclinedError(Exception):
+    pass
+
+
+def charge(order_id: int) -> None:
+    if order_id == 13:
+        raise PaymentDeclinedError(order_id)
+
+
+@app.post("/orders/{order_id}")
+async def place_order(order_id: int, tasks: Tasks) -> dict[str, object]:
+    # Handed to the queue only once the response was sent, and never if this endpoint raises.
+    receipt = tasks.after_response.enqueue(send_receipt, order_id)
+    try:
+        charge(order_id)
+    except PaymentDeclinedError:
+        raise HTTPException(status_code=402, detail="payment declined") from None
+    return {"order": order_id, "receipt_job": receipt.job_id}

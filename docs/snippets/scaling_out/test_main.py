@@ -1,0 +1,43 @@
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from fastapi_tasks.errors import DispatchError
+from fastapi_tasks_testing import RecordingScheduler
+
+from main import app as shop_app
+from main import send_receipt
+
+
+@pytest.fixture
+def app() -> FastAPI:
+    return shop_app
+
+
+def test_an_order_sends_its_receipt_after_the_response(tasks_recorder: RecordingScheduler) -> None:
+    response = TestClient(shop_app).post("/orders/42")
+
+    record = tasks_recorder.assert_dispatched(send_receipt, 42, phase="after_response")
+    assert response.json() == {"order": 42, "receipt_job": record.job_id}
+
+
+def test_a_declined_order_sends_nothing(tasks_recorder: RecordingScheduler) -> None:
+    response = TestClient(shop_app).post("/orders/13")
+
+    assert response.status_code == 402
+    tasks_recorder.assert_not_dispatched(send_receipt)
+
+
+def test_the_receipt_job_itself(tasks_recorder: RecordingScheduler) -> None:
+    TestClient(shop_app).post("/orders/42")
+
+    [record] = tasks_recorder.run_dispatched_sync()  # runs send_receipt(42) here, as a worker would
+    assert record.job_result is None
+
+
+def test_a_broker_outage_does_not_fail_the_order(tasks_recorder: RecordingScheduler) -> None:
+    tasks_recorder.fail_dispatch(send_receipt, ConnectionError("broker down"))
+
+    response = TestClient(shop_app).post("/orders/42")
+
+    assert response.status_code == 200
+    tasks_recorder.assert_failed(send_receipt, DispatchError)
