@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import pickle
 import re
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -441,3 +442,31 @@ async def test_the_taskiq_adapter_sends_with_the_job_id_fixed_before_dispatch(an
         assert result.return_value == "receipt 42"
     finally:
         await broker.shutdown()
+
+
+def test_the_builtin_adapters_are_offered_only_once_their_library_was_imported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from fastapi_tasks._dispatch import _builtin_dispatchers
+
+    assert [dispatcher.backend for dispatcher in _builtin_dispatchers()] == ["taskiq", "celery"]
+    assert [repr(dispatcher) for dispatcher in _builtin_dispatchers()] == ["<TaskiqDispatcher>", "<CeleryDispatcher>"]
+    monkeypatch.delitem(sys.modules, "taskiq")
+    monkeypatch.delitem(sys.modules, "celery")
+    assert _builtin_dispatchers() == []
+
+
+def test_celery_dispatch_threads_are_reused_and_end_when_idle() -> None:
+    from fastapi_tasks.dispatchers.celery import _DaemonWorkers
+
+    workers = _DaemonWorkers(idle_timeout=0.01)
+    ran: list[str] = []
+    before = set(threading.enumerate())
+    workers.submit(lambda: ran.append(threading.current_thread().name))
+    assert workers.wait_idle(TIMEOUT)
+    workers.submit(lambda: ran.append(threading.current_thread().name))
+    assert workers.wait_idle(TIMEOUT)
+    assert ran == ["fastapi-tasks celery dispatch"] * 2
+    for thread in set(threading.enumerate()) - before:
+        thread.join(TIMEOUT)  # ends once idle for idle_timeout
+        assert not thread.is_alive()

@@ -246,6 +246,7 @@ def test_fail_dispatch_makes_the_broker_fail_so_on_error_is_tested(
         tasks.after_response.task(on_error=lambda task, exc: handled.append(exc)).enqueue(send_receipt, 1)
 
     tasks_recorder.fail_dispatch(send_receipt, ConnectionRefusedError)
+    tasks_recorder.fail_dispatch(invoice, TimeoutError)  # another job: not this one
 
     assert TestClient(app).post("/retry").status_code == 200
 
@@ -390,3 +391,37 @@ def test_importing_the_packages_imports_no_queue_library() -> None:
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_assertions_name_jobs_by_their_queue_name_a_plain_function_or_a_string() -> None:
+    recorder = RecordingScheduler()
+
+    def plain() -> None: ...
+
+    with pytest.raises(AssertionError, match=r"^Expected 'shop\.ship' to be dispatched, but no dispatch matches\.\n"):
+        recorder.assert_dispatched("shop.ship")
+    with pytest.raises(AssertionError, match=r"^Expected shop\.invoice\(1\) to be dispatched, but no dispatch matches"):
+        recorder.assert_dispatched(invoice, 1)
+    with pytest.raises(AssertionError, match=r"^Expected .*plain to be dispatched, but no dispatch matches\.\n"):
+        recorder.assert_dispatched(plain)
+
+
+class Builtin(Postcard):
+    pass
+
+
+class BuiltinOffice(PostOffice):
+    def accepts(self, job: object) -> bool:
+        return isinstance(job, Builtin)
+
+    def job_function(self, job: Postcard) -> Callable[..., Any]:
+        return max  # a function without a signature: its arguments cannot be checked in advance
+
+
+def test_a_job_whose_signature_is_unknown_is_recorded_unchecked() -> None:
+    register_dispatcher(BuiltinOffice())
+    recorder = RecordingScheduler()
+
+    recorder.enqueue(Builtin(), "thing")
+
+    assert [record.args for record in recorder.dispatches] == [("THING",)]

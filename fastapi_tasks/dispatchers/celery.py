@@ -66,7 +66,7 @@ class _DaemonWorkers:
                         self._idle -= 1
                         return
                 # Every idle slot, this thread's included, was claimed: a call is on its way.
-                continue
+                continue  # pragma: no cover - a race between the idle timeout and a submit
             call()
             with self._condition:
                 self._busy -= 1
