@@ -408,13 +408,15 @@ class _RequestScheduler(TasksScheduler):
     async def _after_route_exit(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        # Discard first: when the request is cancelled, the wait below raises at once and the
+        # deferred tasks would stay "pending" forever.
+        if exc_type is not None:
+            self.after_route._discard(exc)
+            self.after_response._discard(exc)
         # Immediate tasks go on when the endpoint raises, as in production: let them end either way.
         await self._wait_immediate()
         if exc_type is None:
             await self._run_batch(self.after_route)
-        else:
-            self.after_route._discard(exc)
-            self.after_response._discard(exc)
 
     async def _after_response_exit(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
