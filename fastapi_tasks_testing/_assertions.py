@@ -17,7 +17,12 @@ __all__ = ["RecordQueries", "TaskSpec", "matches_task", "task_label"]
 TaskSpec: TypeAlias = "Callable[..., Any] | str"
 """A task, as the assertions take it: the function that was scheduled, or the task's name."""
 
-_ANY_ARGS = object()
+# How a failure message says that a task reached a status: "to have succeeded", "to have been cancelled".
+_PAST = {
+    TaskStatus.SUCCEEDED: "succeeded",
+    TaskStatus.CANCELLED: "been cancelled",
+    TaskStatus.DISCARDED: "been discarded",
+}
 
 
 def _unwrap(func: Any) -> Any:
@@ -230,14 +235,14 @@ class RecordQueries:
         candidates = self._matching(task, None, args, kwargs)
         if not candidates:
             self._fail(
-                f"Expected {self._expected(task, None, args, kwargs)} to have {status.value}, but no task matches."
+                f"Expected {self._expected(task, None, args, kwargs)} to have {_PAST[status]}, but no task matches."
                 + self._closest(task, None, args, kwargs)
             )
         for record in candidates:
             if record.status is status:
                 return record
         seen = ", ".join(f"#{record.seq} {outcome(record)}" for record in candidates)
-        self._fail(f"Expected {self._expected(task, None, args, kwargs)} to have {status.value}, but: {seen}.")
+        self._fail(f"Expected {self._expected(task, None, args, kwargs)} to have {_PAST[status]}, but: {seen}.")
 
     def assert_succeeded(self, task: TaskSpec, /, *args: Any, **kwargs: Any) -> TaskRecord:
         """Assert that a matching task ran and returned.

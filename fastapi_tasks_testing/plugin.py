@@ -91,8 +91,10 @@ def _find_app(request: pytest.FixtureRequest) -> FastAPI | None:
     try:
         app = request.getfixturevalue("app")
     except pytest.FixtureLookupError:
-        return _app_from_ini(request.config)
-    return _check_app(app, "The `app` fixture")
+        pass  # No `app` fixture: fall back to the ini option, outside the handler so its errors are not chained.
+    else:
+        return _check_app(app, "The `app` fixture")
+    return _app_from_ini(request.config)
 
 
 def _failure_report(recorder: RecordingScheduler) -> str | None:

@@ -375,11 +375,11 @@ def test_assert_failed(recorder: RecordingScheduler) -> None:
 def test_assert_cancelled_and_assert_discarded_failures(recorder: RecordingScheduler) -> None:
     with pytest.raises(AssertionError) as excinfo:
         recorder.assert_cancelled(audit)
-    assert str(excinfo.value) == failure("Expected audit to have cancelled, but: #2 succeeded, #3 pending.")
+    assert str(excinfo.value) == failure("Expected audit to have been cancelled, but: #2 succeeded, #3 pending.")
 
     with pytest.raises(AssertionError) as excinfo:
         recorder.assert_discarded(audit, "alice")
-    assert str(excinfo.value) == failure("Expected audit('alice') to have discarded, but: #2 succeeded.")
+    assert str(excinfo.value) == failure("Expected audit('alice') to have been discarded, but: #2 succeeded.")
 
 
 def test_assert_cancelled_and_assert_discarded() -> None:
