@@ -1,0 +1,433 @@
+"""The apps under test: a counting app for load, and a fault app whose every task is accounted for."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+from fastapi import FastAPI, Request
+from fastapi.responses import StreamingResponse
+
+from fastapi_tasks import Phase, Task, TaskConfig, Tasks, TasksScheduler, TaskStatus, add_tasks
+from fastapi_tasks.errors import FastAPITasksShutdownError
+
+__all__ = ["FAULT_KINDS", "Accounting", "Ledger", "ServerHooks", "Tally", "account", "make_fault_app", "make_load_app"]
+
+PHASES = (Phase.IMMEDIATE, Phase.AFTER_ROUTE, Phase.AFTER_RESPONSE)
+
+
+class ServerHooks:
+    """What the app's lifespan tells the test: it is up, and its shutdown has begun.
+
+    `shutting_down` is set as the lifespan's shutdown begins, before `add_tasks`'s grace period
+    and cancellation: tasks that wait on it are in flight when shutdown starts.
+    """
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.loop_thread: int | None = None
+        self.shutting_down: anyio.Event | None = None
+        self.forever: anyio.Event | None = None  # never set: tasks that wait on it block until cancelled
+
+    def install(self, app: FastAPI) -> None:
+        """Wrap `app`'s lifespan (call after `add_tasks(app)`, so that this wrapper is outermost)."""
+        inner: Callable[[Any], AbstractAsyncContextManager[Any]] = app.router.lifespan_context
+
+        @asynccontextmanager
+        async def lifespan(app: Any) -> AsyncIterator[Any]:
+            self.shutting_down = anyio.Event()
+            self.forever = anyio.Event()
+            self.loop_thread = threading.get_ident()
+            async with inner(app) as state:
+                self.started.set()
+                try:
+                    yield state
+                finally:
+                    self.started.clear()
+                    self.shutting_down.set()
+
+        app.router.lifespan_context = lifespan
+
+
+# --- load ------------------------------------------------------------------------------------
+
+
+class Tally:
+    """Counts task runs per (request id, phase), from the loop and from worker threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts: dict[tuple[int, str], int] = {}
+        self.expected = 0
+        self.done = threading.Event()
+        # Weak: the tally must not be what keeps a task alive.
+        self.handles: weakref.WeakSet[Task[..., Any]] = weakref.WeakSet()
+
+    def track(self, *tasks: Task[..., Any]) -> None:
+        """Remember `tasks` weakly, for `/drain`."""
+        with self._lock:
+            self.handles.update(tasks)
+
+    def alive(self) -> list[Task[..., Any]]:
+        """The tracked tasks still alive."""
+        with self._lock:
+            return list(self.handles)
+
+    def expect(self, keys: int) -> None:
+        """Set `done` once `keys` distinct (request id, phase) pairs have run."""
+        with self._lock:
+            self.expected = keys
+            if len(self.counts) >= keys:
+                self.done.set()
+
+    def hit(self, rid: int, phase: str) -> None:
+        """A sync task body: runs in a worker thread."""
+        key = (rid, phase)
+        with self._lock:
+            self.counts[key] = self.counts.get(key, 0) + 1
+            if len(self.counts) == self.expected:
+                self.done.set()
+
+    async def ahit(self, rid: int, phase: str) -> None:
+        """An async task body: runs on the event loop."""
+        self.hit(rid, phase)
+
+    def reset(self) -> None:
+        """Forget every count."""
+        with self._lock:
+            self.counts.clear()
+            self.expected = 0
+            self.done.clear()
+
+
+def make_load_app(tally: Tally, hooks: ServerHooks) -> FastAPI:
+    """An app whose two endpoints (async and sync) schedule one task per phase, sync and async tasks mixed."""
+    app = FastAPI()
+    add_tasks(app)
+    hooks.install(app)
+
+    @app.get("/async/{rid}")
+    async def async_endpoint(rid: int, tasks: Tasks) -> dict[str, int]:
+        tally.track(
+            tasks.schedule(tally.ahit, rid, Phase.IMMEDIATE.value),
+            tasks.after_route.schedule(tally.hit, rid, Phase.AFTER_ROUTE.value),
+            tasks.after_response.schedule(tally.ahit, rid, Phase.AFTER_RESPONSE.value),
+        )
+        return {"rid": rid}
+
+    @app.get("/sync/{rid}")
+    def sync_endpoint(rid: int, tasks: Tasks) -> dict[str, int]:
+        tally.track(
+            tasks.schedule(tally.hit, rid, Phase.IMMEDIATE.value),
+            tasks.after_route.schedule(tally.ahit, rid, Phase.AFTER_ROUTE.value),
+            tasks.after_response.schedule(tally.hit, rid, Phase.AFTER_RESPONSE.value),
+        )
+        return {"rid": rid}
+
+    @app.get("/drain")
+    async def drain() -> dict[str, int]:
+        """Wait until every task still alive has ended (a body may have counted itself, yet not returned)."""
+        waited = 0
+        for task in tally.alive():
+            await task.wait()
+            waited += 1
+        return {"waited": waited}
+
+    return app
+
+
+# --- faults ----------------------------------------------------------------------------------
+
+FAULT_KINDS = ("ok", "raise", "handler-raises", "sync-raise", "sync-handler-raises", "wrong-args", "endpoint-raises")
+"""What `/fault/{kind}/{key}` schedules in each phase (`endpoint-raises`: ok tasks, then the endpoint raises)."""
+
+
+class Ledger:
+    """Every task the fault app scheduled (by name), how often each body ran, what each `on_error` got."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.tasks: dict[str, Task[..., Any]] = {}
+        self.runs: Counter[str] = Counter()
+        self.threads: dict[str, int] = {}
+        self.handled: dict[str, BaseException] = {}
+        self.notes: dict[str, str] = {}
+        self.events: dict[str, anyio.Event] = {}
+
+    def add(self, task: Task[..., Any]) -> None:
+        with self._lock:
+            assert task.name not in self.tasks, f"task name {task.name!r} used twice"
+            self.tasks[task.name] = task
+
+    def ran(self, name: str) -> None:
+        with self._lock:
+            self.runs[name] += 1
+            self.threads[name] = threading.get_ident()
+
+    def note(self, key: str, text: str) -> None:
+        with self._lock:
+            self.notes[key] = text
+
+    def event(self, name: str) -> anyio.Event:
+        """A named event, made on first use (on the server's event loop)."""
+        if name not in self.events:
+            self.events[name] = anyio.Event()
+        return self.events[name]
+
+    def named(self, key: str) -> list[Task[..., Any]]:
+        """The tasks of request `key` (named `key/...`)."""
+        with self._lock:
+            return [task for name, task in self.tasks.items() if name.startswith(f"{key}/")]
+
+    # Task bodies and error handlers. Each body takes its own name first, to count its runs.
+    async def ok(self, name: str) -> str:
+        self.ran(name)
+        return name
+
+    def sync_ok(self, name: str) -> str:
+        self.ran(name)
+        return name
+
+    async def fail(self, name: str) -> None:
+        self.ran(name)
+        raise ValueError(f"boom in {name}")
+
+    def sync_fail(self, name: str) -> None:
+        self.ran(name)
+        raise ValueError(f"boom in {name} (worker thread)")
+
+    async def block(self, name: str, until: anyio.Event) -> None:
+        self.ran(name)
+        await until.wait()
+
+    async def block_then_schedule(self, name: str, until: anyio.Event, tasks: TasksScheduler) -> None:
+        """Block; when cancelled at shutdown, try to schedule one more task (which must be refused)."""
+        self.ran(name)
+        try:
+            await until.wait()
+        except anyio.get_cancelled_exc_class():
+            try:
+                tasks.schedule(self.ok, f"{name}:late")
+            except FastAPITasksShutdownError as exc:
+                self.note(name, str(exc))
+            raise
+
+    async def on_error(self, task: Task[..., Any], exc: Exception) -> None:
+        with self._lock:
+            self.handled[task.name] = exc
+
+    async def on_error_raises(self, task: Task[..., Any], exc: Exception) -> None:
+        await self.on_error(task, exc)
+        raise RuntimeError(f"handler of {task.name} broke too")
+
+    def sync_on_error(self, task: Task[..., Any], exc: Exception) -> None:
+        with self._lock:
+            self.handled[task.name] = exc
+
+    def sync_on_error_raises(self, task: Task[..., Any], exc: Exception) -> None:
+        self.sync_on_error(task, exc)
+        raise RuntimeError(f"handler of {task.name} broke too (worker thread)")
+
+
+def _schedule_fault(ledger: Ledger, tasks: TasksScheduler, kind: str, key: str) -> None:
+    for phase, target in zip(PHASES, (tasks, tasks.after_route, tasks.after_response), strict=True):
+        name = f"{key}/{phase.value}"
+        if kind in ("ok", "endpoint-raises"):
+            body: Callable[..., Any] = ledger.ok if phase is not Phase.AFTER_ROUTE else ledger.sync_ok
+            ledger.add(target.task(name=name).schedule(body, name))
+        elif kind == "raise":
+            ledger.add(target.task(name=name, on_error=ledger.on_error).schedule(ledger.fail, name))
+        elif kind == "handler-raises":
+            ledger.add(target.task(name=name, on_error=ledger.on_error_raises).schedule(ledger.fail, name))
+        elif kind == "sync-raise":
+            ledger.add(target.task(name=name, on_error=ledger.sync_on_error).schedule(ledger.sync_fail, name))
+        elif kind == "sync-handler-raises":
+            definition = target.task(name=name, on_error=ledger.sync_on_error_raises)
+            ledger.add(definition.schedule(ledger.sync_fail, name))
+        elif kind == "wrong-args":
+            # Production checks no arguments at schedule time: the call fails in the background.
+            definition = target.task(name=name, on_error=ledger.on_error)
+            ledger.add(definition.schedule(ledger.ok, name, "one too many"))
+        else:
+            raise ValueError(f"unknown fault kind {kind!r}")
+
+
+def make_fault_app(ledger: Ledger, hooks: ServerHooks, *, shutdown_timeout: float | None = None) -> FastAPI:
+    """An app whose endpoints schedule faulty, blocking, streaming and disconnecting work, all into `ledger`."""
+    app = FastAPI()
+    add_tasks(app, config=TaskConfig(on_error=ledger.on_error), shutdown_timeout=shutdown_timeout)
+    hooks.install(app)
+
+    def forever() -> anyio.Event:
+        assert hooks.forever is not None
+        return hooks.forever
+
+    @app.get("/health")
+    async def health() -> dict[str, int]:
+        return {"tasks": len(ledger.tasks)}
+
+    @app.get("/fault/{kind}/{key}")
+    async def fault(kind: str, key: str, tasks: Tasks) -> dict[str, str]:
+        _schedule_fault(ledger, tasks, kind, key)
+        if kind == "endpoint-raises":
+            raise RuntimeError(f"endpoint {key} broke after scheduling")
+        return {"scheduled": key}
+
+    @app.get("/sync-fault/{kind}/{key}")
+    def sync_fault(kind: str, key: str, tasks: Tasks) -> dict[str, str]:
+        # A sync endpoint runs in a worker thread: scheduling crosses into the loop.
+        _schedule_fault(ledger, tasks, kind, key)
+        if kind == "endpoint-raises":
+            raise RuntimeError(f"endpoint {key} broke after scheduling")
+        return {"scheduled": key}
+
+    @app.get("/block/{key}")
+    async def block(key: str, tasks: Tasks, shield: bool = False, release: str = "forever") -> dict[str, str]:
+        """One blocking task per phase; `release`: "forever", "key" (`/release/{key}`) or "shutdown"."""
+        if release == "forever":
+            until = forever()
+        elif release == "shutdown":
+            assert hooks.shutting_down is not None
+            until = hooks.shutting_down
+        else:
+            until = ledger.event(f"{key}:release")
+        for phase, target in zip(PHASES, (tasks, tasks.after_route, tasks.after_response), strict=True):
+            name = f"{key}/{phase.value}"
+            ledger.add(target.task(name=name, shield=shield).schedule(ledger.block, name, until))
+        return {"scheduled": key}
+
+    @app.get("/block-then-schedule/{key}")
+    async def block_then_schedule(key: str, tasks: Tasks) -> dict[str, str]:
+        name = f"{key}/{Phase.IMMEDIATE.value}"
+        ledger.add(tasks.task(name=name).schedule(ledger.block_then_schedule, name, forever(), tasks))
+        return {"scheduled": key}
+
+    @app.get("/hang/{key}")
+    async def hang(key: str, tasks: Tasks) -> None:
+        """Schedule one task per phase, then never return: the request is in progress at shutdown."""
+        _schedule_fault(ledger, tasks, "ok", key)
+        ledger.event(f"{key}:entered").set()
+        await forever().wait()
+
+    @app.get("/started/{key}")
+    async def started(key: str, phase: Phase | None = None) -> dict[str, str]:
+        """Wait until every task of `key` (of `phase`) has started, or ended."""
+        for task in ledger.named(key):
+            if phase is None or task.phase is phase:
+                await task.started.wait()
+        return {"started": key}
+
+    @app.get("/entered/{key}")
+    async def entered(key: str) -> dict[str, str]:
+        await ledger.event(f"{key}:entered").wait()
+        return {"entered": key}
+
+    @app.get("/release/{key}")
+    async def release(key: str) -> dict[str, str]:
+        ledger.event(f"{key}:release").set()
+        return {"released": key}
+
+    @app.get("/cancel/{key}")
+    async def cancel(key: str) -> dict[str, str]:
+        """Cancel every task of `key` from outside, once started; wait for the unshielded ones to end."""
+        result = {}
+        for task in ledger.named(key):
+            await task.started.wait()
+            task.cancel()
+            if not task.config.shield:
+                await task.wait()
+            result[task.name] = task.status.value
+        return result
+
+    @app.get("/settle/{key}")
+    async def settle(key: str) -> dict[str, str]:
+        """Wait until every task of `key` has ended; return their statuses."""
+        result = {}
+        for task in ledger.named(key):
+            await task.wait()
+            result[task.name] = task.status.value
+        return result
+
+    @app.get("/disconnect/{key}")
+    async def disconnect(key: str, request: Request, tasks: Tasks) -> dict[str, str]:
+        """Schedule one task per phase, then return only once the client has gone away."""
+        _schedule_fault(ledger, tasks, "ok", key)
+        ledger.event(f"{key}:entered").set()
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        ledger.note(key, "endpoint saw http.disconnect")
+        return {"late": key}
+
+    @app.get("/stream/{key}")
+    async def stream(key: str, tasks: Tasks) -> StreamingResponse:
+        """Schedule one task per phase, then stream a first chunk and block: the client leaves mid-stream."""
+        _schedule_fault(ledger, tasks, "ok", key)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            # The endpoint has returned: its scheduler still starts immediate tasks.
+            name = f"{key}/from-stream"
+            ledger.add(tasks.task(name=name).schedule(ledger.ok, name))
+            yield b"first chunk\n"
+            try:
+                await forever().wait()
+                yield b"never sent\n"
+            finally:
+                ledger.note(key, "stream closed")
+
+        return StreamingResponse(chunks(), media_type="text/plain")
+
+    return app
+
+
+# --- accounting ------------------------------------------------------------------------------
+
+
+class Accounting(Counter[str]):
+    """How each task ended: succeeded, failed+handled, cancelled+logged, discarded+logged."""
+
+
+def _messages(records: Iterable[logging.LogRecord]) -> list[str]:
+    return [r.getMessage() for r in records if r.name == "fastapi_tasks"]
+
+
+def account(ledger: Ledger, records: Sequence[logging.LogRecord], keys: Iterable[str] | None = None) -> Accounting:
+    """Check that every task of `keys` (default: all) ended and left its trace; count the outcomes.
+
+    Raises:
+        AssertionError: some tasks are unaccounted for; one `- ` bullet each.
+    """
+    __tracebackhide__ = True
+    messages = _messages(records)
+    tasks = list(ledger.tasks.values()) if keys is None else [t for key in keys for t in ledger.named(key)]
+    outcome = Accounting()
+    problems = []
+    for task in tasks:
+        name, status, runs = task.name, task.status, ledger.runs[task.name]
+        if status is TaskStatus.SUCCEEDED and runs == 1:
+            outcome["succeeded"] += 1
+        elif status is TaskStatus.FAILED and runs <= 1 and ledger.handled.get(name) is task.exception:
+            # runs == 0: the call itself failed (wrong arguments) before the body began.
+            if not any(m.startswith(f"Background task {name!r} failed: ") for m in messages):
+                problems.append(f"- {name}: failed without a log record")
+            outcome["failed+handled"] += 1
+        elif status is TaskStatus.CANCELLED and runs <= 1:
+            if f"Background task {name!r} was cancelled before it finished" not in messages:
+                problems.append(f"- {name}: cancelled without a log record")
+            outcome["cancelled+logged"] += 1
+        elif status is TaskStatus.DISCARDED and runs == 0:
+            if not any(m.startswith("Discarded ") and repr(name) in m for m in messages):
+                problems.append(f"- {name}: discarded without a log record")
+            outcome["discarded+logged"] += 1
+        else:
+            handled = name in ledger.handled
+            problems.append(f"- {name}: status {status.value}, body ran {runs} time(s), on_error called: {handled}")
+    if problems:
+        raise AssertionError(f"{len(problems)} of {len(tasks)} task(s) unaccounted for:\n" + "\n".join(problems))
+    return outcome
