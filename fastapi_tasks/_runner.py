@@ -79,8 +79,8 @@ async def _run_body(task: Task[..., Any]) -> None:
     try:
         result = await call(task._target(), task.args, task.kwargs)
     except Exception as exc:
+        # The status stays "running" until on_error has returned: `done` / `wait()` mean "after on_error".
         task._exception = exc
-        task._status = TaskStatus.FAILED
         logger.error(
             "Background task %r failed: %s",
             task.name,
