@@ -48,7 +48,8 @@ async def call(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str
     """Call `func` on the event loop if it is async, else in a worker thread, and return its result."""
     if is_async_callable(func):
         return await func(*args, **kwargs)
-    result = await anyio.to_thread.run_sync(functools.partial(func, *args, **kwargs))
+    # The result comes back boxed: trio refuses a worker-thread function that returns a coroutine.
+    [result] = await anyio.to_thread.run_sync(lambda: [func(*args, **kwargs)])
     if inspect.isawaitable(result):
         # A sync callable that returns an awaitable (a lambda wrapping a coroutine function, say).
         result = await result
