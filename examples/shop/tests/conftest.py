@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Literal
 
 import pytest
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
 from examples.shop.app import Shop, create_app
-
-# Starlette 1.x warns, when its TestClient is first imported, that it runs on httpx rather than
-# httpx2. Import it with exactly that warning silenced, so filterwarnings=error catches the rest.
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message=r"Using `httpx` with `starlette\.testclient` is deprecated")
-    from fastapi.testclient import TestClient
 
 
 @pytest.fixture
