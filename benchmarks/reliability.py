@@ -20,6 +20,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import textwrap
 import traceback
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -163,16 +164,29 @@ def _table(figures: Figures, settings: str) -> list[str]:
         ("failures", f"{len(figures.failures):,}"),
         ("**tasks lost**", f"**{figures.tasks_lost:,}**"),
     ]
-    lines = ["| figure | value |", "| --- | ---: |", *(f"| {label} | {value} |" for label, value in rows)]
+    intro = (
+        "What happens to background tasks under load, faults (tasks and `on_error` handlers that raise, "
+        "sync tasks failing in worker threads, `task.cancel()` from outside, clients leaving mid-request "
+        "and mid-stream, shutdown with tasks of every phase in flight, with and without a grace period) "
+        "and bad input. Every task is accounted for: it succeeded, failed and was handled, or was "
+        "cancelled or discarded and logged."
+    )
     rate = figures.requests / figures.load_seconds if figures.load_seconds else 0.0
-    lines += [
+    note = (
+        f"Produced by `python benchmarks/reliability.py` ({settings}; Python {platform.python_version()}). "
+        f"Load ran at about {rate:,.0f} requests/s with client and server in one process, for scale only: "
+        "nothing asserts a speed. CI runs the same checks at 5,000 requests (`tests/reliability/`), and "
+        "`bash scripts/flaky.sh N` runs the whole test suite N times in random order."
+    )
+    return [
+        *textwrap.wrap(intro, 100, break_on_hyphens=False),
         "",
-        f"Produced by `python benchmarks/reliability.py` ({settings}; Python {platform.python_version()}, "
-        f"{platform.machine()}). Load ran at about {rate:,.0f} requests/s with client and server in one "
-        "process (for scale only; nothing asserts a speed). CI runs the same checks at 5,000 requests "
-        "(`tests/reliability/`), and `bash scripts/flaky.sh N` runs the whole suite N times in random order.",
+        "| figure | value |",
+        "| --- | ---: |",
+        *(f"| {label} | {value} |" for label, value in rows),
+        "",
+        *textwrap.wrap(note, 100, break_on_hyphens=False),
     ]
-    return lines
 
 
 def _write_readme(lines: list[str]) -> bool:
@@ -214,9 +228,7 @@ def main() -> int:
     )
     _misuses(figures)
 
-    settings = (
-        f"{requests:,} requests, {rounds} round(s) of the fault matrix on uvicorn and in-process on asyncio and trio"
-    )
+    settings = f"{requests:,} requests; the fault matrix {rounds} time(s) on uvicorn and in-process on asyncio and trio"
     lines = _table(figures, settings)
     print("\n".join(lines))
     for failure in figures.failures:
