@@ -329,13 +329,11 @@ class RecordingScheduler(DispatchRecorder, TasksScheduler, RecordQueries):
         return scheduler
 
 
-class _SpyScheduler(TasksScheduler):
-    """A request's scheduler in "spy" mode: the production scheduler, recording."""
+class _RecordingRequestScheduler(TasksScheduler):
+    """A request's scheduler whose tasks and dispatches are recorded by a `RecordingScheduler`."""
 
-    def __init__(self, recorder: RecordingScheduler, request: RequestInfo, runtime: Any) -> None:
-        self._recorder = recorder
-        self._request = request
-        super().__init__(_runtime=runtime)
+    _recorder: RecordingScheduler
+    _request: RequestInfo
 
     def _new_task(
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], config: TaskConfig, phase: Phase
@@ -348,7 +346,16 @@ class _SpyScheduler(TasksScheduler):
         return self._recorder._record_dispatch(job, args, kwargs, config, phase, self._request)
 
 
-class _RequestScheduler(TasksScheduler):
+class _SpyScheduler(_RecordingRequestScheduler):
+    """A request's scheduler in "spy" mode: the production scheduler, recording."""
+
+    def __init__(self, recorder: RecordingScheduler, request: RequestInfo, runtime: Any) -> None:
+        self._recorder = recorder
+        self._request = request
+        super().__init__(_runtime=runtime)
+
+
+class _RequestScheduler(_RecordingRequestScheduler):
     """A request's scheduler in "run" and "record" mode: deterministic, in a task group of the request's own."""
 
     def __init__(self, recorder: RecordingScheduler, request: RequestInfo) -> None:
@@ -370,16 +377,6 @@ class _RequestScheduler(TasksScheduler):
         """The request's own task group, in which its immediate tasks run."""
         assert self._tg is not None
         return self._tg
-
-    def _new_task(
-        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], config: TaskConfig, phase: Phase
-    ) -> Task[..., Any]:
-        return self._recorder._record(func, args, kwargs, config, phase, self._request)
-
-    def _new_dispatch(
-        self, job: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], config: TaskConfig, phase: Phase
-    ) -> Task[..., Any]:
-        return self._recorder._record_dispatch(job, args, kwargs, config, phase, self._request)
 
     def _submit(self, task: Task[..., Any]) -> None:
         assert isinstance(task, TaskRecord)
