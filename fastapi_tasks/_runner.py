@@ -6,10 +6,13 @@ Both the production scheduler and the testing toolkit's recorder run task bodies
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
 from collections.abc import Callable
+from inspect import CO_COROUTINE
+from types import FunctionType
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -27,6 +30,9 @@ logger = logging.getLogger("fastapi_tasks")
 
 def is_async_callable(obj: object) -> bool:
     """Whether calling `obj` returns a coroutine (functions, partials of them, objects with async `__call__`)."""
+    # Fast path, asked once per task run: a plain `async def` function, without inspect's unwrapping.
+    if type(obj) is FunctionType and obj.__code__.co_flags & CO_COROUTINE:
+        return True
     while isinstance(obj, functools.partial):
         obj = obj.func
     return inspect.iscoroutinefunction(obj) or (
@@ -56,43 +62,53 @@ async def call(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str
     return result
 
 
-async def run_task(task: Task[..., Any]) -> None:
+async def run_task(task: Task[..., Any], on_exit: Callable[[], object] | None = None) -> None:
     """Run `task`'s body, record its outcome on the handle, and contain whatever it raises.
 
     A failure is logged (with the task's name, never its argument values) and handed to the
     task's `on_error` handler; an `on_error` that raises is logged and contained. Cancellation
-    is logged at WARNING and re-raised so the task group can finish cancelling.
+    is logged at WARNING and re-raised so the task group can finish cancelling. `on_exit`, when
+    given, is called last, however the run ended.
     """
     task._set_running()
     try:
-        if task.config.shield:
-            with anyio.CancelScope(shield=True):
-                await _run_body(task)
-        else:
-            await _run_body(task)
+        # The body is awaited from this very frame, not through helper coroutines: each coroutine
+        # frame would stay allocated for as long as the task is pending.
+        with anyio.CancelScope(shield=True) if task.config.shield else _UNSHIELDED:
+            try:
+                func = task._target()
+                if is_async_callable(func):
+                    result = await func(*task.args, **task.kwargs)
+                else:
+                    result = await call(func, task.args, task.kwargs)
+            except Exception as exc:
+                await _failed(task, exc)
+            else:
+                task._result = result
+                task._set_ended(TaskStatus.SUCCEEDED)
     except anyio.get_cancelled_exc_class():
         task._set_ended(TaskStatus.CANCELLED)
         logger.warning("Background task %r was cancelled before it finished", task.name)
         raise
+    finally:
+        if on_exit is not None:
+            on_exit()
 
 
-async def _run_body(task: Task[..., Any]) -> None:
-    try:
-        result = await call(task._target(), task.args, task.kwargs)
-    except Exception as exc:
-        # The status stays "running" until on_error has returned: `done` / `wait()` mean "after on_error".
-        task._exception = exc
-        logger.error(
-            "Background task %r failed: %s",
-            task.name,
-            describe_exception(exc),
-            exc_info=(type(exc), exc, exc.__traceback__),
-        )
-        await handle_error(task, exc)
-        task._set_ended(TaskStatus.FAILED)
-    else:
-        task._result = result
-        task._set_ended(TaskStatus.SUCCEEDED)
+_UNSHIELDED = contextlib.nullcontext()
+
+
+async def _failed(task: Task[..., Any], exc: Exception) -> None:
+    # The status stays "running" until on_error has returned: `done` / `wait()` mean "after on_error".
+    task._exception = exc
+    logger.error(
+        "Background task %r failed: %s",
+        task.name,
+        describe_exception(exc),
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
+    await handle_error(task, exc)
+    task._set_ended(TaskStatus.FAILED)
 
 
 async def handle_error(task: Task[..., Any], exc: Exception) -> None:

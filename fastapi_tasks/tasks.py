@@ -437,7 +437,7 @@ class TasksBatch(_Schedulable):
 class _Runtime:
     """The app-wide state behind every request's scheduler: task group, config, shutdown bookkeeping."""
 
-    __slots__ = ("_idle", "active", "closed", "config", "shutdown_timeout", "tg", "thread", "token")
+    __slots__ = ("_ended", "_idle", "active", "closed", "config", "shutdown_timeout", "tg", "thread", "token")
 
     def __init__(self, tg: TaskGroup, config: TaskConfig, shutdown_timeout: float | None) -> None:
         self.tg = tg
@@ -448,6 +448,8 @@ class _Runtime:
         self.active = 0
         self.closed = False
         self._idle: anyio.Event | None = None
+        # Bound once: every pending task holds it, and a bound method per task would cost memory.
+        self._ended = self._task_ended
 
     def submit(self, task: Task[..., Any]) -> None:
         if threading.get_ident() == self.thread:
@@ -462,15 +464,14 @@ class _Runtime:
                 f"Cannot start {task.name!r}: the app is shutting down and its tasks were cancelled."
             )
         self.active += 1
-        task._handle = self.tg.start_soon(self._run, task, name=task)
+        # run_task itself is the task's coroutine (a wrapper coroutine would cost memory per pending
+        # task), and the name is one that already exists: str(task) would build a string per task.
+        task._handle = self.tg.start_soon(run_task, task, self._ended, name=task.name)
 
-    async def _run(self, task: Task[..., Any]) -> None:
-        try:
-            await run_task(task)
-        finally:
-            self.active -= 1
-            if self.active == 0 and self._idle is not None:
-                self._idle.set()
+    def _task_ended(self) -> None:
+        self.active -= 1
+        if self.active == 0 and self._idle is not None:
+            self._idle.set()
 
     async def shutdown(self) -> None:
         """Give running tasks the grace period, then cancel the unshielded ones (shielded ones finish)."""
