@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeAlias, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeAlias, TypeVar, cast, overload
 
 import anyio
 import anyio.from_thread
@@ -253,13 +253,19 @@ class TaskDefinition(Generic[P, T]):
         self._target = target
         self._config = config
 
-    def schedule(self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Task[P, T]:
+    @overload
+    def schedule(
+        self, func: Callable[P, Coroutine[Any, Any, T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Task[P, T]: ...
+    @overload
+    def schedule(self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Task[P, T]: ...
+    def schedule(self, func: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> Task[P, Any]:
         """Schedule `func(*args, **kwargs)` with this definition's configuration.
 
         Raises:
             TypeError: `func` is not callable.
         """
-        return cast("Task[P, T]", self._target._add(func, args, kwargs, self._config))
+        return cast("Task[P, Any]", self._target._add(func, args, kwargs, self._config))
 
     def enqueue(self, job: Callable[JobP, Any], /, *args: JobP.args, **kwargs: JobP.kwargs) -> DispatchTask:
         """Hand `job(*args, **kwargs)` to its distributed queue, with this definition's configuration.
@@ -299,7 +305,14 @@ class _Schedulable:
     ) -> Task[..., Any]:
         raise NotImplementedError
 
-    def schedule(self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Task[P, T]:
+    # An async function's task holds what the coroutine returns, not the coroutine.
+    @overload
+    def schedule(
+        self, func: Callable[P, Coroutine[Any, Any, T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Task[P, T]: ...
+    @overload
+    def schedule(self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Task[P, T]: ...
+    def schedule(self, func: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> Task[P, Any]:
         """Schedule `func(*args, **kwargs)`; it inherits the app-wide configuration.
 
         Returns:
@@ -308,7 +321,7 @@ class _Schedulable:
         Raises:
             TypeError: `func` is not callable.
         """
-        return cast("Task[P, T]", self._add(func, args, kwargs, self._base_config()))
+        return cast("Task[P, Any]", self._add(func, args, kwargs, self._base_config()))
 
     def enqueue(self, job: Callable[JobP, Any], /, *args: JobP.args, **kwargs: JobP.kwargs) -> DispatchTask:
         """Hand `job(*args, **kwargs)` to its distributed queue (taskiq or Celery) in this phase.

@@ -238,9 +238,9 @@ def test_scheduling_with_wrong_arguments_fails_where_it_is_scheduled() -> None:
     with pytest.raises(
         TypeError, match=r"^Cannot schedule audit\(\) with these arguments: missing a required argument: 'user'\.$"
     ):
-        recorder.schedule(audit)  # type: ignore[call-arg]
+        recorder.schedule(audit)  # type: ignore[call-overload]
     with pytest.raises(TypeError, match=r"^Cannot schedule 42: it is not callable\. "):
-        recorder.after_route.schedule(42)  # type: ignore[arg-type]
+        recorder.after_route.schedule(42)  # type: ignore[call-overload]
     assert recorder.records == []
 
 

@@ -207,7 +207,7 @@ def test_scheduling_a_non_callable_raises_at_the_call_site(anyio_backend: Backen
         }
         schedulable = schedulables[target]
         # The classic mistake: calling the function instead of passing it.
-        scheduled.append(schedulable.schedule(job("oops")))  # type: ignore[arg-type]
+        scheduled.append(schedulable.schedule(job("oops")))  # type: ignore[call-overload]
 
     with (
         TestClient(app, backend=anyio_backend) as client,

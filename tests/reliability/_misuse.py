@@ -181,13 +181,13 @@ CALLS: list[Misuse] = [
     Misuse(
         "schedule a non-callable",
         TypeError,
-        _fixed(_with_scheduler(lambda s: s.schedule(42)), f"Cannot schedule 42{_NOT_CALLABLE}"),  # type: ignore[arg-type]
+        _fixed(_with_scheduler(lambda s: s.schedule(42)), f"Cannot schedule 42{_NOT_CALLABLE}"),  # type: ignore[call-overload]
     ),
     Misuse(
         "schedule a function's name",
         TypeError,
         _fixed(
-            _with_scheduler(lambda s: s.after_route.schedule("send_email")),  # type: ignore[arg-type]
+            _with_scheduler(lambda s: s.after_route.schedule("send_email")),  # type: ignore[call-overload]
             f"Cannot schedule 'send_email'{_NOT_CALLABLE}",
         ),
     ),
@@ -195,7 +195,7 @@ CALLS: list[Misuse] = [
         "schedule None after the response",
         TypeError,
         _fixed(
-            _with_scheduler(lambda s: s.after_response.task(name="x").schedule(None)),  # type: ignore[arg-type]
+            _with_scheduler(lambda s: s.after_response.task(name="x").schedule(None)),  # type: ignore[call-overload]
             f"Cannot schedule None{_NOT_CALLABLE}",
         ),
     ),
@@ -308,7 +308,7 @@ CALLS: list[Misuse] = [
         "recorder: too many arguments",
         TypeError,
         _fixed(
-            lambda: RecordingScheduler().schedule(send_email, "a@example.org", "Hello"),  # type: ignore[call-arg]
+            lambda: RecordingScheduler().schedule(send_email, "a@example.org", "Hello"),  # type: ignore[call-overload]
             "Cannot schedule send_email() with these arguments: too many positional arguments.",
         ),
     ),
@@ -316,7 +316,7 @@ CALLS: list[Misuse] = [
         "recorder: a missing argument",
         TypeError,
         _fixed(
-            lambda: RecordingScheduler().after_route.schedule(send_email),  # type: ignore[call-arg]
+            lambda: RecordingScheduler().after_route.schedule(send_email),  # type: ignore[call-overload]
             "Cannot schedule send_email() with these arguments: missing a required argument: 'to'.",
         ),
     ),
@@ -324,14 +324,14 @@ CALLS: list[Misuse] = [
         "recorder: an unknown keyword argument",
         TypeError,
         _fixed(
-            lambda: RecordingScheduler().after_response.schedule(send_email, "a@example.org", body="x"),  # type: ignore[call-arg]
+            lambda: RecordingScheduler().after_response.schedule(send_email, "a@example.org", body="x"),  # type: ignore[arg-type, call-arg]
             "Cannot schedule send_email() with these arguments: got an unexpected keyword argument 'body'.",
         ),
     ),
     Misuse(
         "recorder: a non-callable",
         TypeError,
-        _fixed(lambda: RecordingScheduler().schedule(42), f"Cannot schedule 42{_NOT_CALLABLE}"),  # type: ignore[arg-type]
+        _fixed(lambda: RecordingScheduler().schedule(42), f"Cannot schedule 42{_NOT_CALLABLE}"),  # type: ignore[call-overload]
     ),
     Misuse(
         "recorder: an unknown mode",
