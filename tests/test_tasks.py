@@ -16,6 +16,7 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 from starlette.types import ASGIApp
+from typing_extensions import assert_type
 
 from fastapi_tasks import (
     Phase,
@@ -723,3 +724,32 @@ def test_a_scheduler_needs_a_task_group_outside_a_request() -> None:
         TypeError, match=r"^TasksScheduler needs a task group: TasksScheduler\(request\.state\.fastapi_tasks_tg\)$"
     ):
         TasksScheduler()
+
+
+@pytest.mark.anyio
+async def test_a_task_of_an_async_function_is_typed_with_what_the_coroutine_returns() -> None:
+    # mypy checks the assert_type lines: the handle of an async function's task holds its awaited result.
+    app = FastAPI()
+    add_tasks(app)
+
+    async def greet(name: str) -> str:
+        return f"hello {name}"
+
+    def shout(name: str) -> bytes:
+        return name.upper().encode()
+
+    @app.get("/")
+    async def endpoint(tasks: Tasks) -> dict[str, str]:
+        greeting = tasks.schedule(greet, "ada")
+        shouted = tasks.schedule(shout, "ada")
+        await greeting.wait()
+        await shouted.wait()
+        assert_type(greeting.result, str)
+        assert_type(shouted.result, bytes)
+        return {"greeting": greeting.result, "shouted": shouted.result.decode()}
+
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            response = await client.get("/")
+    assert response.json() == {"greeting": "hello ada", "shouted": "ADA"}
