@@ -234,11 +234,9 @@ class Task(Generic[P, T]):
 
 
 def _new_event(is_set: bool) -> anyio.Event:
-    try:
-        event = anyio.Event()
-    except anyio.NoEventLoopError:
-        # In a worker thread (a sync endpoint or task): make the event on the loop.
-        event = anyio.from_thread.run_sync(anyio.Event)
+    # Made in a worker thread (a sync endpoint or task), anyio gives an event that binds to the
+    # event loop on first use.
+    event = anyio.Event()
     if is_set:
         event.set()
     return event
