@@ -517,12 +517,15 @@ class TasksScheduler(_Schedulable):
             _runtime = _find_runtime(scope, tg, config)
         self._runtime = _runtime
         self.config: TaskConfig = _runtime.config if config is None else _runtime.config.merge(config)
+        self._init_batches()
+        if scope is not None:
+            self._bind(scope)
+
+    def _init_batches(self) -> None:
         self.after_route = TasksBatch(phase=Phase.AFTER_ROUTE)
         self.after_route._owner = self
         self.after_response = TasksBatch(phase=Phase.AFTER_RESPONSE)
         self.after_response._owner = self
-        if scope is not None:
-            self._bind(scope)
 
     def _bind(self, scope: Scope) -> None:
         # FastAPI closes the function stack when the endpoint returns and the request stack once the

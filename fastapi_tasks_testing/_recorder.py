@@ -77,10 +77,7 @@ class RecordingScheduler(DispatchRecorder, TasksScheduler, RecordQueries):
         self._previous_override: tuple[bool, Any] = (False, None)
         self._runtime = None
         self.config = config or TaskConfig()
-        self.after_route = TasksBatch(phase=Phase.AFTER_ROUTE)
-        self.after_route._owner = self
-        self.after_response = TasksBatch(phase=Phase.AFTER_RESPONSE)
-        self.after_response._owner = self
+        self._init_batches()
 
     def __repr__(self) -> str:
         return f"<RecordingScheduler mode={self.mode!r} records={len(self._records)}>"
@@ -367,10 +364,7 @@ class _RequestScheduler(_RecordingRequestScheduler):
         self._immediate: list[TaskRecord] = []
         self._runtime = None
         self.config = recorder.config
-        self.after_route = TasksBatch(phase=Phase.AFTER_ROUTE)
-        self.after_route._owner = self
-        self.after_response = TasksBatch(phase=Phase.AFTER_RESPONSE)
-        self.after_response._owner = self
+        self._init_batches()
 
     @property
     def tg(self) -> TaskGroup:
