@@ -73,7 +73,11 @@ class _LiveEnv(Env):
     async def start(self) -> None:
         self.server = LiveServer(self.app, self.hooks.started, graceful_timeout=self._graceful_timeout)
         await anyio.to_thread.run_sync(self.server.start)
-        self._client = httpx.AsyncClient(base_url=self.server.url, timeout=_CLIENT_TIMEOUT)
+        # No keep-alive: when an endpoint raises after its 500 went out, uvicorn closes the
+        # connection, and a request reusing it would race that close (a spurious `ReadError`).
+        self._client = httpx.AsyncClient(
+            base_url=self.server.url, timeout=_CLIENT_TIMEOUT, limits=httpx.Limits(max_keepalive_connections=0)
+        )
 
     async def stop(self) -> None:
         assert self.server is not None
