@@ -404,19 +404,29 @@ class TasksBatch(_Schedulable):
         else:
             task = owner._new_task(func, args, kwargs, config, self.phase)
         if self._state is not _OPEN:
-            state = "started" if self._state is _STARTED else "discarded"
             raise BatchClosedError(
-                f"Cannot add {task.name!r} to the {self.phase.value} batch: it was already {state}. "
+                f"Cannot add {task.name!r} to the {self.phase.value} batch: it was already {self._closed_as()}. "
                 "Schedule it with tasks.schedule(...) to start it now."
             )
         self.scheduled.append(task)
         return task
 
     def __start__(self, scheduler: TasksScheduler, /) -> None:
-        """Start every collected task on `scheduler` (what the `Tasks` dependency does for you)."""
+        """Start every collected task on `scheduler` (what the `Tasks` dependency does for you).
+
+        Raises:
+            BatchClosedError: the batch was already started or discarded.
+        """
+        if self._state is not _OPEN:
+            raise BatchClosedError(
+                f"The {self.phase.value} batch was already {self._closed_as()}: its tasks start once."
+            )
         self._state = _STARTED
         for task in self.scheduled:
             scheduler._submit(task)
+
+    def _closed_as(self) -> str:
+        return "started" if self._state is _STARTED else "discarded"
 
     def _discard(self, reason: BaseException | None) -> None:
         self._state = _DISCARDED
@@ -448,7 +458,18 @@ class TasksBatch(_Schedulable):
 class _Runtime:
     """The app-wide state behind every request's scheduler: task group, config, shutdown bookkeeping."""
 
-    __slots__ = ("_ended", "_idle", "active", "closed", "config", "shutdown_timeout", "tg", "thread", "token")
+    __slots__ = (
+        "_ended",
+        "_idle",
+        "_task_scope",
+        "active",
+        "closed",
+        "config",
+        "shutdown_timeout",
+        "tg",
+        "thread",
+        "token",
+    )
 
     def __init__(self, tg: TaskGroup, config: TaskConfig, shutdown_timeout: float | None) -> None:
         self.tg = tg
@@ -461,6 +482,10 @@ class _Runtime:
         self._idle: anyio.Event | None = None
         # Bound once: every pending task holds it, and a bound method per task would cost memory.
         self._ended = self._task_ended
+        # What a task sees as its "current request": none, only the app's runtime. A task copies the
+        # context it was started from, and a scheduler built inside it must not bind to the exit
+        # stacks of that request, which close while the task runs (its batches would never start).
+        self._task_scope: Scope = {"type": "fastapi_tasks.task", "state": {RUNTIME_KEY: self}}
 
     def submit(self, task: Task[..., Any]) -> None:
         if threading.get_ident() == self.thread:
@@ -475,9 +500,13 @@ class _Runtime:
                 f"Cannot start {task.name!r}: the app is shutting down and its tasks were cancelled."
             )
         self.active += 1
-        # run_task itself is the task's coroutine (a wrapper coroutine would cost memory per pending
-        # task), and the name is one that already exists: str(task) would build a string per task.
-        task._handle = self.tg.start_soon(run_task, task, self._ended, name=task.name)
+        token = current_scope.set(self._task_scope)
+        try:
+            # run_task itself is the task's coroutine (a wrapper coroutine would cost memory per pending
+            # task), and the name is one that already exists: str(task) would build a string per task.
+            task._handle = self.tg.start_soon(run_task, task, self._ended, name=task.name)
+        finally:
+            current_scope.reset(token)
 
     def _task_ended(self) -> None:
         self.active -= 1

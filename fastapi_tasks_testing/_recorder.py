@@ -390,6 +390,8 @@ class _RequestScheduler(_RecordingRequestScheduler):
             await task.wait()
 
     async def _run_batch(self, batch: TasksBatch) -> None:
+        if batch._state != _OPEN:
+            return  # started by hand already (`batch.__start__(tasks)`, as 0.1.0 did): its tasks run once
         batch._state = _STARTED
         for task in batch.scheduled:
             assert isinstance(task, TaskRecord)

@@ -334,6 +334,23 @@ def test_run_mode_with_testclient_without_lifespan(sync_endpoint: bool, anyio_ba
     ]
 
 
+def test_run_mode_runs_a_batch_started_by_hand_once(anyio_backend: Backend) -> None:
+    app = make_app()
+
+    @app.post("/by-hand")
+    async def by_hand(tasks: Tasks) -> None:
+        tasks.after_route.schedule(audit, "by hand")
+        tasks.after_route.__start__(tasks)  # as fastapi-tasks 0.1.0's own dependency did
+
+    recorder = RecordingScheduler()
+    recorder.install(app)
+    assert TestClient(app, backend=anyio_backend).post("/by-hand").status_code == 200
+
+    assert LOG == ["audit by hand", "response sent"]
+    [record] = recorder.records
+    assert (record.phase, record.status) == (Phase.AFTER_ROUTE, TaskStatus.SUCCEEDED)
+
+
 @pytest.mark.anyio
 async def test_run_mode_with_asyncclient_without_lifespan(anyio_backend: Backend) -> None:
     app = make_app()

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import anyio
 import httpx
 import pytest
+from anyio.abc import TaskGroup
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
@@ -618,6 +619,10 @@ async def test_a_batch_started_by_hand_is_not_started_again() -> None:
         tasks.after_response.__start__(tasks)  # as 0.1.0's dependency did
         with pytest.raises(BatchClosedError, match=r"it was already started\."):
             tasks.after_response.schedule(count, "too late")
+        with pytest.raises(
+            BatchClosedError, match=r"^The after_response batch was already started: its tasks start once\.$"
+        ):
+            tasks.after_response.__start__(tasks)
         with anyio.fail_after(TIMEOUT):
             await handles[0].wait()
 
@@ -717,6 +722,39 @@ async def test_a_scheduler_on_a_task_group_of_its_own() -> None:
             await later.wait()
 
     assert (now.result, later.result) == ("now", "later")
+
+
+@pytest.mark.anyio
+async def test_a_scheduler_built_inside_a_task_belongs_to_no_request() -> None:
+    # A task runs in a copy of its request's context, but it is not part of that request: a
+    # scheduler it builds must not hook into the request's phases (which may be over already).
+    # Its batches are started by hand, as outside a request; the app-wide config still applies.
+    app = make_app(TaskConfig(name="app-default"))
+    built: list[tuple[TasksScheduler, Task[..., Any]]] = []
+
+    async def build(tg: TaskGroup) -> None:
+        scheduler = TasksScheduler(tg)
+        built.append((scheduler, scheduler.after_route.schedule(async_job, "deferred")))
+
+    @app.get("/")
+    async def endpoint(request: Request, tasks: Tasks) -> None:
+        builder = tasks.schedule(build, request.state.fastapi_tasks_tg)
+        with anyio.fail_after(TIMEOUT):
+            await builder.wait()  # built while the endpoint runs, before its after_route phase
+
+    async with serve(app) as client:
+        assert (await client.get("/")).status_code == 200
+        [(scheduler, deferred)] = built
+        # The request's after_route phase has passed, and did not start this batch: it still takes tasks.
+        more = scheduler.after_route.schedule(async_job, "more")
+        assert [deferred.status, more.status] == [TaskStatus.PENDING, TaskStatus.PENDING]
+        assert deferred.name == "app-default"
+        scheduler.after_route.__start__(scheduler)
+        with anyio.fail_after(TIMEOUT):
+            await deferred.wait()
+            await more.wait()
+
+    assert [deferred.result, more.result] == ["deferred", "more"]
 
 
 def test_a_scheduler_needs_a_task_group_outside_a_request() -> None:

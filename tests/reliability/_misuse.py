@@ -303,6 +303,14 @@ CALLS: list[Misuse] = [
             "Schedule it with tasks.schedule(...) to start it now.",
         ),
     ),
+    Misuse(
+        "start an after_route batch that already ran",
+        BatchClosedError,
+        lambda: (
+            _after_the_request(lambda s: s.after_route.__start__(s)),
+            "The after_route batch was already started: its tasks start once.",
+        ),
+    ),
     # --- testing toolkit --------------------------------------------------------------------
     Misuse(
         "recorder: too many arguments",
