@@ -38,6 +38,9 @@ Records = Callable[[], Sequence[logging.LogRecord]]
 """The log records captured so far (pytest's `caplog.records`, or the benchmark's own handler)."""
 
 _CLIENT_TIMEOUT = httpx.Timeout(60.0)  # a hang guard, not a measurement
+_NO_KEEP_ALIVE = httpx.Limits(max_keepalive_connections=0)
+"""A connection per request for httpx clients of a live server, which may close a kept-alive connection
+(after an endpoint raised, or after 5 s idle) just as the next request reuses it."""
 
 
 class Env:
@@ -73,11 +76,7 @@ class _LiveEnv(Env):
     async def start(self) -> None:
         self.server = LiveServer(self.app, self.hooks.started, graceful_timeout=self._graceful_timeout)
         await anyio.to_thread.run_sync(self.server.start)
-        # No keep-alive: when an endpoint raises after its 500 went out, uvicorn closes the
-        # connection, and a request reusing it would race that close (a spurious `ReadError`).
-        self._client = httpx.AsyncClient(
-            base_url=self.server.url, timeout=_CLIENT_TIMEOUT, limits=httpx.Limits(max_keepalive_connections=0)
-        )
+        self._client = httpx.AsyncClient(base_url=self.server.url, timeout=_CLIENT_TIMEOUT, limits=_NO_KEEP_ALIVE)
 
     async def stop(self) -> None:
         assert self.server is not None
@@ -218,7 +217,7 @@ async def run_load(requests: int, *, concurrency: int = 20, warmup: int = 200) -
     tally, hooks = Tally(), ServerHooks()
     app = make_load_app(tally, hooks)
     with LiveServer(app, hooks.started) as server:
-        async with httpx.AsyncClient(base_url=server.url, timeout=_CLIENT_TIMEOUT) as control:
+        async with httpx.AsyncClient(base_url=server.url, timeout=_CLIENT_TIMEOUT, limits=_NO_KEEP_ALIVE) as control:
             tally.expect(3 * warmup)
             failed = await _fire(server.port, range(-warmup, 0), concurrency)
             await anyio.to_thread.run_sync(tally.done.wait, 60.0)
