@@ -59,7 +59,7 @@ class Dispatcher(Protocol):
         ...
 
     def job_function(self, job: Any) -> Callable[..., Any]:
-        """The function a worker runs for `job` (to check arguments and to run it inline in tests)."""
+        """The function a worker runs for `job`, to check the arguments of an enqueueing against it."""
         ...
 
     def new_job_id(self, job: Any) -> str:
@@ -76,6 +76,21 @@ class Dispatcher(Protocol):
         """The arguments as a worker receives them: serialized and parsed back as the queue does it.
 
         Raises whatever the queue's serializer raises for arguments it cannot send.
+        """
+        ...
+
+    async def run_as_worker(self, job: Any, job_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run `job` in this process as one of the queue's workers runs the job `job_id`; for tests.
+
+        `args` and `kwargs` are as a worker receives them (see `round_trip`). The job gets what a
+        worker gives it (its dependencies, its request, `job_id` as its own id), and no broker is
+        contacted. A blocking job runs in a worker thread.
+
+        Returns:
+            What the job returned.
+
+        Raises:
+            Whatever the job raised.
         """
         ...
 

@@ -3,8 +3,8 @@
 A dispatch is recorded in the same timeline as the tasks (its `kind` is "dispatch"). By default
 nothing is sent to a broker and no job body runs: the dispatch only checks that the arguments
 survive the queue's serializer, as they must in production. `run_dispatched()` then runs the
-job bodies inline, and "spy" mode sends to the real broker. Nothing here imports a queue
-library: the job's own adapter is used, found as production finds it.
+jobs in the test's process as their workers would, and "spy" mode sends to the real broker.
+Nothing here imports a queue library: the job's own adapter is used, found as production finds it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import anyio
 
 from fastapi_tasks import Phase, TaskConfig, TaskStatus
 from fastapi_tasks._dispatch import DispatchTask, dispatch_error, find_dispatcher, prepare_dispatch
-from fastapi_tasks._runner import call
 
 from ._assertions import RecordQueries, TaskSpec, _phase, matches_task, task_label
 from ._records import RequestInfo, TaskRecord
@@ -36,7 +35,7 @@ class DispatchRecord(TaskRecord, DispatchTask):
     `args` and `kwargs` are the arguments after a round trip through the queue's serializer, as
     a worker receives them. Its status is pending, then dispatched (or failed with a
     `DispatchError`, discarded, cancelled). After `run_dispatched()`, `job_ran` is true and
-    `job_result` holds what the job's body returned.
+    `job_result` holds what the job returned.
     """
 
     __slots__ = ("_original", "_send_error", "job_ran", "job_result")
@@ -175,10 +174,13 @@ class DispatchRecorder(DispatchQueries):
         return record
 
     async def run_dispatched(self, job: TaskSpec | None = None) -> list[DispatchRecord]:
-        """Run the bodies of the dispatched jobs (of `job`, when given) inline, as a worker would, once each.
+        """Run the dispatched jobs (of `job`, when given) here, once each, as their queues' workers would.
 
         They run one at a time in the order they were dispatched, with the arguments a worker
-        receives. Whatever a job raises propagates.
+        receives, under their record's `job_id`, through their queue's adapter: a taskiq job's
+        dependencies are resolved (its `Context` carries the job id), a Celery job runs with
+        `apply()` (a bound task's `self.request.id` is the job id). No broker is contacted.
+        Whatever a job raises propagates.
 
         Returns:
             The records whose jobs were run; each one's `job_result` is what its job returned.
@@ -195,7 +197,9 @@ class DispatchRecorder(DispatchQueries):
         )
         for record in todo:
             record.job_ran = True
-            record.job_result = await call(record.dispatcher.job_function(record.job), record.args, record.kwargs)
+            record.job_result = await record.dispatcher.run_as_worker(
+                record.job, record.job_id, record.args, record.kwargs
+            )
         return todo
 
     def run_dispatched_sync(self, job: TaskSpec | None = None) -> list[DispatchRecord]:

@@ -91,6 +91,9 @@ class FakeQueue:
     def round_trip(self, job: Job, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
         return list(args), dict(kwargs)  # like JSON: a tuple comes back as a list
 
+    async def run_as_worker(self, job: Job, job_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        return job(*args, **kwargs)
+
 
 QUEUE = FakeQueue()
 register_dispatcher(QUEUE)

@@ -6,15 +6,16 @@ import datetime as dt
 import re
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any, Literal
 
 import anyio
 import pytest
 from celery import Celery
+from celery import Task as CeleryTask
 from fastapi import FastAPI, HTTPException
 from fastapi.testclient import TestClient
-from taskiq import InMemoryBroker
+from taskiq import Context, InMemoryBroker, TaskiqDepends
 from taskiq_redis import ListQueueBroker
 
 from fastapi_tasks import Phase, Task, Tasks, TaskStatus, add_tasks, register_dispatcher
@@ -236,6 +237,203 @@ async def test_run_dispatched_in_an_async_test_runs_sync_and_async_jobs(anyio_ba
         recorder.run_dispatched_sync()
 
 
+# --- run_dispatched: each job as its worker runs it ---------------------------------------------
+# Dependencies are written as taskiq's docs write them, defaults that type checkers accept at enqueue().
+
+ORDERS = {42: "ada@example.com"}
+ledger_lines: list[str] = []
+
+
+@broker.task(task_name="shop.label", printer="front")
+async def print_label(order_id: int, copies: int = 1, context: Context = TaskiqDepends()) -> dict[str, Any]:  # noqa: B008
+    message = context.message
+    return {"task_id": message.task_id, "name": message.task_name, "labels": message.labels, "args": message.args}
+
+
+@broker.task(task_name="shop.label_sync")
+def print_label_sync(order_id: int, context: Context = TaskiqDepends()) -> tuple[str, int]:  # noqa: B008
+    return context.message.task_id, order_id
+
+
+def order_of(context: Context = TaskiqDepends()) -> int:  # noqa: B008
+    order_id: int = context.message.args[0]
+    return order_id
+
+
+def customer_email(order_id: int = TaskiqDepends(order_of)) -> str:
+    return ORDERS[order_id]
+
+
+def ledger(context: Context = TaskiqDepends()) -> Generator[list[str], None, None]:  # noqa: B008
+    ledger_lines.append(f"open {context.message.task_id}")
+    try:
+        yield ledger_lines
+    except Exception as exc:
+        ledger_lines.append(f"rolled back on {type(exc).__name__}")
+        raise
+    ledger_lines.append("committed")
+
+
+@broker.task(task_name="shop.email")
+async def email_receipt(
+    order_id: int,
+    to: str = TaskiqDepends(customer_email),
+    book: list[str] = TaskiqDepends(ledger),  # noqa: B008
+) -> str:
+    book.append(f"emailed {to}")
+    return to
+
+
+@broker.task(task_name="shop.refund")
+async def refund(order_id: int, book: list[str] = TaskiqDepends(ledger)) -> None:  # noqa: B008
+    raise CardDeclinedError(order_id)
+
+
+@pytest.mark.parametrize("job", [print_label, print_label_sync])
+def test_run_dispatched_gives_a_taskiq_job_its_context_with_the_job_id(job: Any) -> None:
+    recorder = RecordingScheduler()
+    recorder.enqueue(job, 42)
+    recorder.run_pending_sync()
+
+    [record] = recorder.run_dispatched_sync()
+
+    if job is print_label:
+        assert record.job_result == {
+            "task_id": record.job_id,
+            "name": "shop.label",
+            "labels": {"printer": "front"},
+            "args": [42],
+        }
+    else:
+        assert record.job_result == (record.job_id, 42)
+
+
+def test_run_dispatched_resolves_a_taskiq_jobs_own_dependencies() -> None:
+    ledger_lines.clear()
+    recorder = RecordingScheduler()
+    recorder.after_response.enqueue(email_receipt, 42)
+    recorder.run_pending_sync()
+
+    [record] = recorder.run_dispatched_sync()
+
+    assert record.job_result == "ada@example.com"
+    assert ledger_lines == [f"open {record.job_id}", "emailed ada@example.com", "committed"]
+
+
+def test_run_dispatched_uses_the_brokers_dependency_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(broker.dependency_overrides, customer_email, lambda: "test@example.com")
+    recorder = RecordingScheduler()
+    recorder.enqueue(email_receipt, 42)
+    recorder.run_pending_sync()
+
+    [record] = recorder.run_dispatched_sync()
+
+    assert record.job_result == "test@example.com"
+
+
+def test_run_dispatched_raises_what_a_taskiq_job_raises_after_its_dependencies_saw_it() -> None:
+    ledger_lines.clear()
+    recorder = RecordingScheduler()
+    job_id = recorder.enqueue(refund, 13).job_id
+    recorder.run_pending_sync()
+
+    with pytest.raises(CardDeclinedError, match=r"^13$"):
+        recorder.run_dispatched_sync()
+
+    assert ledger_lines == [f"open {job_id}", "rolled back on CardDeclinedError"]
+    assert recorder.run_dispatched_sync() == []  # run once, even when it raised
+
+
+@celery_app.task(bind=True, name="shop.pack")  # type: ignore[untyped-decorator]
+def pack(self: CeleryTask, order_id: int, items: tuple[str, ...]) -> dict[str, Any]:
+    request = self.request
+    return {"id": request.id, "task": request.task, "args": request.args, "items": items}
+
+
+failures_seen: list[tuple[str, BaseException]] = []
+
+
+class Audited(CeleryTask):  # type: ignore[misc]  # Celery ships no types
+    def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        failures_seen.append((task_id, exc))
+
+
+@celery_app.task(base=Audited, name="shop.capture")  # type: ignore[untyped-decorator]
+def capture(order_id: int) -> None:
+    charge(order_id)
+
+
+@pytest.mark.anyio
+async def test_run_dispatched_runs_a_bound_celery_task_with_its_request(anyio_backend: Backend) -> None:
+    recorder = RecordingScheduler()
+    recorder.enqueue(pack, 7, ("cup", "saucer"))
+    await recorder.run_pending()
+
+    [record] = await recorder.run_dispatched()
+
+    # As on a worker: the arguments after Celery's JSON round trip, the job id as the request's id.
+    assert record.job_result == {
+        "id": record.job_id,
+        "task": "shop.pack",
+        "args": [7, ["cup", "saucer"]],
+        "items": ["cup", "saucer"],
+    }
+
+
+def test_run_dispatched_raises_what_a_celery_task_raises_after_its_on_failure() -> None:
+    failures_seen.clear()
+    recorder = RecordingScheduler()
+    job_id = recorder.enqueue(capture, 13).job_id
+    recorder.run_pending_sync()
+
+    with pytest.raises(CardDeclinedError, match=r"^13$") as info:
+        recorder.run_dispatched_sync()
+
+    assert failures_seen == [(job_id, info.value)]
+
+
+notify_attempts: list[tuple[str, int]] = []
+
+
+@celery_app.task(bind=True, name="shop.notify", max_retries=3)  # type: ignore[untyped-decorator]
+def notify(self: CeleryTask, order_id: int) -> str:
+    notify_attempts.append((self.request.id, self.request.retries))
+    if self.request.retries < 2:
+        raise self.retry(countdown=60)
+    return f"notified {order_id}"
+
+
+class DeclinedError(Exception):
+    def __init__(self, order_id: int, reason: str) -> None:
+        super().__init__(f"order {order_id}: {reason}")  # so pickle cannot rebuild it
+
+
+@celery_app.task(name="shop.authorize")  # type: ignore[untyped-decorator]
+def authorize(order_id: int) -> None:
+    raise DeclinedError(order_id, "card expired")
+
+
+def test_run_dispatched_retries_a_celery_task_at_once_under_the_same_id() -> None:
+    notify_attempts.clear()
+    recorder = RecordingScheduler()
+    job_id = recorder.enqueue(notify, 5).job_id
+    recorder.run_pending_sync()
+
+    [record] = recorder.run_dispatched_sync()
+
+    assert record.job_result == "notified 5"
+    assert notify_attempts == [(job_id, 0), (job_id, 1), (job_id, 2)]
+
+
+def test_run_dispatched_raises_a_celery_tasks_own_exception_even_one_that_does_not_pickle() -> None:
+    recorder = RecordingScheduler()
+    recorder.enqueue(authorize, 5)
+    recorder.run_pending_sync()
+
+    with pytest.raises(DeclinedError, match=r"^order 5: card expired$"):
+        recorder.run_dispatched_sync()
+
+
 def test_fail_dispatch_makes_the_broker_fail_so_on_error_is_tested(
     app: FastAPI, tasks_recorder: RecordingScheduler
 ) -> None:
@@ -370,6 +568,10 @@ class PostOffice:
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         return tuple(arg.upper() for arg in args), kwargs
 
+    async def run_as_worker(self, job: Postcard, job_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        job(*args, **kwargs)
+        return f"{job_id} posted"
+
 
 @pytest.mark.anyio
 async def test_a_registered_queue_is_recorded_through_its_own_adapter(anyio_backend: Backend) -> None:
@@ -382,6 +584,8 @@ async def test_a_registered_queue_is_recorded_through_its_own_adapter(anyio_back
     await recorder.run_pending(phase=Phase.AFTER_ROUTE)
 
     assert recorder.assert_dispatched(card, "ADA", phase="after_route") is handle
+    [ran] = await recorder.run_dispatched()
+    assert ran.job_result == "stamp-1 posted"
 
 
 def test_importing_the_packages_imports_no_queue_library() -> None:

@@ -11,6 +11,7 @@ Install with `pip install "fastapi-tasks[celery]"`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import queue
 import threading
 from collections.abc import Callable
@@ -19,7 +20,9 @@ from typing import Any
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
+import anyio.to_thread
 from celery import Task as CeleryTask
+from celery.signals import task_postrun
 from celery.utils import uuid
 from kombu.serialization import dumps, loads
 
@@ -133,3 +136,33 @@ class CeleryDispatcher:
         content_type, encoding, payload = dumps((list(args), dict(kwargs)), serializer=serializer)  # type: ignore[no-untyped-call]
         loaded_args, loaded_kwargs = loads(payload, content_type, encoding, accept={content_type})  # type: ignore[no-untyped-call]
         return tuple(loaded_args), dict(loaded_kwargs)
+
+    async def run_as_worker(self, job: Any, job_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run the task with Celery's `apply(task_id=job_id)`, as eager mode does, in a worker thread.
+
+        The task's request is set as on a worker (`self.request.id` is `job_id` in a bound task),
+        and a failure is handled as a worker handles it (`on_failure`, the `task_failure`
+        signal, retries); no broker is contacted. The exception the task raised is raised as is,
+        even one that Celery could only report as an `UnpickleableExceptionWrapper`.
+        """
+        return await anyio.to_thread.run_sync(functools.partial(_apply, job, job_id, list(args), dict(kwargs)))
+
+
+def _apply(job: Any, job_id: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    raised: list[BaseException] = []
+
+    def keep_raised(task_id: str, retval: Any, **_: Any) -> None:
+        # Celery's result holds a picklable stand-in for an exception that does not pickle; the
+        # postrun signal still sees what the task raised. The last attempt comes last.
+        if task_id == job_id and isinstance(retval, BaseException):
+            raised.append(retval)
+
+    task_postrun.connect(keep_raised, weak=False)
+    try:
+        # throw=False: Celery handles a failure as a worker does, and a retry runs again here.
+        result = job.apply(args=args, kwargs=kwargs, task_id=job_id, throw=False)
+    finally:
+        task_postrun.disconnect(keep_raised)
+    if result.failed():
+        raise raised[-1] if raised else result.result
+    return result.result

@@ -6,12 +6,15 @@ under trio. Install with `pip install "fastapi-tasks[taskiq]"`.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any, get_type_hints
 
-from taskiq import AsyncTaskiqDecoratedTask
+import anyio.to_thread
+from taskiq import AsyncTaskiqDecoratedTask, Context, TaskiqMessage, TaskiqState
 from taskiq.receiver.params_parser import parse_params
+from taskiq_dependencies import DependencyGraph
 
 __all__ = ["TaskiqDispatcher"]
 
@@ -51,12 +54,45 @@ class TaskiqDispatcher:
         self, job: AsyncTaskiqDecoratedTask[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Build, serialize and parse back the message as `kiq` and the worker do; no broker is contacted."""
-        broker = job.broker
-        # taskiq has no public way to build a message without sending it; `_prepare_message` is
-        # what `kiq` itself calls, so arguments it cannot convert fail here as they would there.
-        message = job.kicker()._prepare_message(*args, **kwargs)
-        received = broker.formatter.loads(broker.formatter.dumps(message).message)
-        function = job.original_func
-        # The worker parses arguments back into their annotated types (pydantic models, dates).
-        parse_params(inspect.signature(function), get_type_hints(function), received)
+        received = _received_message(job, job.broker.id_generator(), args, kwargs)
         return tuple(received.args), dict(received.kwargs)
+
+    async def run_as_worker(
+        self, job: AsyncTaskiqDecoratedTask[..., Any], job_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Run the task as taskiq's worker does, without its middlewares; no broker is contacted.
+
+        The message the worker would receive is built with `job_id` as its `task_id`, and the
+        task's dependencies are resolved as the worker resolves them: `Context` (whose `message`
+        is that message), `TaskiqState`, the broker's custom dependency context and dependency
+        overrides, and `TaskiqDepends(...)` of your own, closed once the task ended. A sync
+        task runs in a worker thread.
+        """
+        broker = job.broker
+        function = job.original_func
+        message = _received_message(job, job_id, args, kwargs)
+        # What taskiq's Receiver.run_task does, short of calling the middlewares' on_error hooks:
+        # a retry middleware would send the failed job to the broker again.
+        initial = {**broker.custom_dependency_context, Context: Context(message, broker), TaskiqState: broker.state}
+        async with DependencyGraph(function).async_ctx(initial, broker.dependency_overrides or None) as resolver:
+            resolved = await resolver.resolve_kwargs()
+            resolved.update(message.kwargs)
+            if inspect.iscoroutinefunction(function):
+                return await function(*message.args, **resolved)
+            return await anyio.to_thread.run_sync(functools.partial(function, *message.args, **resolved))
+
+
+def _received_message(
+    job: AsyncTaskiqDecoratedTask[..., Any], job_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> TaskiqMessage:
+    """The message of `job(*args, **kwargs)` as a worker has it once parsed, its arguments in their annotated types."""
+    formatter = job.broker.formatter
+    # taskiq has no public way to build a message without sending it; `_prepare_message` is
+    # what `kiq` itself calls, so arguments it cannot convert fail here as they would there.
+    message = job.kicker().with_task_id(job_id)._prepare_message(*args, **kwargs)
+    received = formatter.loads(formatter.dumps(message).message)
+    received.parse_labels()
+    function = job.original_func
+    # The worker parses arguments back into their annotated types (pydantic models, dates).
+    parse_params(inspect.signature(function), get_type_hints(function), received)
+    return received

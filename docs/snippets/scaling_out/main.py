@@ -1,5 +1,6 @@
 from fastapi import FastAPI, HTTPException
 from fastapi_tasks import Tasks, add_tasks
+from taskiq import Context, TaskiqDepends
 from taskiq_redis import ListQueueBroker
 
 broker = ListQueueBroker("redis://localhost:6379/0")  # the workers run `taskiq worker main:broker`
@@ -9,8 +10,10 @@ add_tasks(app)
 
 
 @broker.task
-async def send_receipt(order_id: int) -> None:
+async def send_receipt(order_id: int, context: Context = TaskiqDepends()) -> str:  # noqa: B008
     """Runs on a worker, in another process or on another machine."""
+    # The job id is the idempotency key: a queue may deliver the same job twice.
+    return f"receipt {order_id}, key {context.message.task_id}"
 
 
 class PaymentDeclinedError(Exception):

@@ -28,10 +28,10 @@ def test_a_declined_order_sends_nothing(tasks_recorder: RecordingScheduler) -> N
 
 
 def test_the_receipt_job_itself(tasks_recorder: RecordingScheduler) -> None:
-    TestClient(shop_app).post("/orders/42")
+    response = TestClient(shop_app).post("/orders/42")
 
-    [record] = tasks_recorder.run_dispatched_sync()  # runs send_receipt(42) here, as a worker would
-    assert record.job_result is None
+    [record] = tasks_recorder.run_dispatched_sync()  # runs send_receipt(42) here, as its worker would
+    assert record.job_result == f"receipt 42, key {response.json()['receipt_job']}"
 
 
 def test_a_broker_outage_does_not_fail_the_order(tasks_recorder: RecordingScheduler) -> None:
