@@ -8,6 +8,7 @@ job of theirs is enqueued: an app that never dispatches needs neither library.
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Callable, Collection
 from typing import Any, Protocol, runtime_checkable
@@ -58,8 +59,11 @@ class Dispatcher(Protocol):
         """The job's name in its queue."""
         ...
 
-    def job_function(self, job: Any) -> Callable[..., Any]:
-        """The function a worker runs for `job`, to check the arguments of an enqueueing against it."""
+    def job_signature(self, job: Any) -> inspect.Signature | None:
+        """The parameters an enqueueing of `job` passes, to check its arguments against (`None`: unknown).
+
+        Those of the function a worker runs, less the ones the worker fills in itself.
+        """
         ...
 
     def new_job_id(self, job: Any) -> str:

@@ -6,12 +6,13 @@ are in tests/integration.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import pickle
 import re
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
@@ -72,8 +73,8 @@ class FakeQueue:
     def job_name(self, job: Job) -> str:
         return f"jobs.{job.name}"
 
-    def job_function(self, job: Job) -> Callable[..., Any]:
-        return job.__call__
+    def job_signature(self, job: Job) -> inspect.Signature:
+        return inspect.signature(job.__call__)
 
     def new_job_id(self, job: Job) -> str:
         self.ids += 1

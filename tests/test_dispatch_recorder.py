@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Generator
-from typing import Any, Literal
+from collections.abc import Generator
+from typing import Annotated, Any, Literal, cast
 
 import anyio
 import pytest
@@ -320,6 +321,28 @@ def test_run_dispatched_resolves_a_taskiq_jobs_own_dependencies() -> None:
     assert ledger_lines == [f"open {record.job_id}", "emailed ada@example.com", "committed"]
 
 
+@broker.task(task_name="shop.wrap")
+async def wrap(order_id: int, context: Annotated[Context, TaskiqDepends()], *, gift: bool = False) -> str:
+    return f"{context.message.task_id}: order {order_id}, gift {gift}"
+
+
+def test_a_dependency_declared_with_annotated_is_no_argument_of_the_enqueueing() -> None:
+    # Only the parameters a caller passes are checked: the worker fills in `context` itself.
+    recorder = RecordingScheduler()
+    enqueue = cast(Any, recorder.enqueue)  # type checkers, like taskiq's kiq(), want `context` passed
+    enqueue(wrap, 42, gift=True)
+    refused = r"^Cannot enqueue 'shop\.wrap' with these arguments: {}\.$"
+    with pytest.raises(TypeError, match=refused.format("missing a required argument: 'order_id'")):
+        enqueue(wrap, gift=True)
+    with pytest.raises(TypeError, match=refused.format("too many positional arguments")):
+        enqueue(wrap, 42, "a context")
+    recorder.run_pending_sync()
+
+    [record] = recorder.run_dispatched_sync()
+
+    assert record.job_result == f"{record.job_id}: order 42, gift True"
+
+
 def test_run_dispatched_uses_the_brokers_dependency_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(broker.dependency_overrides, customer_email, lambda: "test@example.com")
     recorder = RecordingScheduler()
@@ -554,8 +577,8 @@ class PostOffice:
     def job_name(self, job: Postcard) -> str:
         return "postcard"
 
-    def job_function(self, job: Postcard) -> Callable[..., Any]:
-        return job.__call__
+    def job_signature(self, job: Postcard) -> inspect.Signature | None:
+        return inspect.signature(job.__call__)
 
     def new_job_id(self, job: Postcard) -> str:
         return "stamp-1"
@@ -618,8 +641,8 @@ class BuiltinOffice(PostOffice):
     def accepts(self, job: object) -> bool:
         return isinstance(job, Builtin)
 
-    def job_function(self, job: Postcard) -> Callable[..., Any]:
-        return max  # a function without a signature: its arguments cannot be checked in advance
+    def job_signature(self, job: Postcard) -> inspect.Signature | None:
+        return None  # like a builtin function's: its arguments cannot be checked in advance
 
 
 def test_a_job_whose_signature_is_unknown_is_recorded_unchecked() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import queue
 import threading
 from collections.abc import Callable
@@ -97,10 +98,9 @@ class CeleryDispatcher:
         """The task's registered name."""
         return str(job.name)
 
-    def job_function(self, job: Any) -> Callable[..., Any]:
-        """The task's body (`Task.run`, bound to the task for `bind=True` tasks)."""
-        run: Callable[..., Any] = job.run
-        return run
+    def job_signature(self, job: Any) -> inspect.Signature:
+        """The parameters of the task's body (`Task.run`; a `bind=True` task's `self` excluded)."""
+        return inspect.signature(job.run)
 
     def new_job_id(self, job: Any) -> str:
         """A Celery task id (a UUID string)."""

@@ -36,9 +36,9 @@ class TaskiqDispatcher:
         """The task's name in taskiq: `module:function` unless given to `@broker.task`."""
         return job.task_name
 
-    def job_function(self, job: AsyncTaskiqDecoratedTask[..., Any]) -> Callable[..., Any]:
-        """The decorated function."""
-        return job.original_func
+    def job_signature(self, job: AsyncTaskiqDecoratedTask[..., Any]) -> inspect.Signature:
+        """The decorated function's parameters, less the dependencies the worker injects (`TaskiqDepends`)."""
+        return _caller_signature(job.original_func)
 
     def new_job_id(self, job: AsyncTaskiqDecoratedTask[..., Any]) -> str:
         """An id from the broker's own id generator."""
@@ -80,6 +80,21 @@ class TaskiqDispatcher:
             if inspect.iscoroutinefunction(function):
                 return await function(*message.args, **resolved)
             return await anyio.to_thread.run_sync(functools.partial(function, *message.args, **resolved))
+
+
+@functools.lru_cache(maxsize=256)
+def _caller_signature(function: Callable[..., Any]) -> inspect.Signature:
+    # The worker's own dependency graph tells which parameters it fills in: `TaskiqDepends()` as a
+    # default or in `Annotated[...]`, under string annotations too.
+    graph = DependencyGraph(function)
+    injected = {
+        dependency.param_name
+        for target, dependencies in graph.dependencies.items()
+        if target.dependency is function
+        for dependency in dependencies
+    }
+    signature = inspect.signature(function)
+    return signature.replace(parameters=[p for p in signature.parameters.values() if p.name not in injected])
 
 
 def _received_message(
