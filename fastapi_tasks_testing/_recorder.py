@@ -15,6 +15,7 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup
 from fastapi import FastAPI
 from starlette.requests import HTTPConnection
+from starlette.routing import Host, Mount
 
 from fastapi_tasks import Phase, Task, TaskConfig, TasksScheduler, TaskStatus, get_tasks_scheduler
 from fastapi_tasks._context import CONFIG_KEY, RUNTIME_KEY
@@ -74,7 +75,7 @@ class RecordingScheduler(DispatchRecorder, TasksScheduler, RecordQueries):
         self._faults: list[tuple[TaskSpec, Callable[..., Any], bool]] = []
         self._allowed: list[TaskSpec] = []
         self._dispatch_faults: list[tuple[TaskSpec, BaseException | type[BaseException]]] = []
-        self._previous_override: tuple[bool, Any] = (False, None)
+        self._previous_overrides: list[tuple[FastAPI, bool, Any]] = []
         self._runtime = None
         self.config = config or TaskConfig()
         self._init_batches()
@@ -271,7 +272,7 @@ class RecordingScheduler(DispatchRecorder, TasksScheduler, RecordQueries):
     # --- installing on an app ----------------------------------------------------------------
 
     def install(self, app: FastAPI) -> None:
-        """Override the `Tasks` dependency of `app` with this recorder until `uninstall()`.
+        """Override the `Tasks` dependency of `app` and of the FastAPI apps mounted in it until `uninstall()`.
 
         Raises:
             TypeError: `app` is not a FastAPI app.
@@ -283,25 +284,25 @@ class RecordingScheduler(DispatchRecorder, TasksScheduler, RecordQueries):
             raise FastAPITasksError(
                 f"The recorder is already installed on {self.app!r}; call uninstall() before installing it again."
             )
-        overrides = app.dependency_overrides
-        self._previous_override = (
-            get_tasks_scheduler in overrides,
-            overrides.get(get_tasks_scheduler),
-        )
         if self._explicit_config is None:
             self.config = getattr(app.state, CONFIG_KEY, None) or TaskConfig()
-        overrides[get_tasks_scheduler] = self._dependency
+        # A mounted FastAPI app resolves its dependencies with its own overrides, not its parent's.
+        for target in _apps_served_by(app):
+            overrides = target.dependency_overrides
+            self._previous_overrides.append(
+                (target, get_tasks_scheduler in overrides, overrides.get(get_tasks_scheduler))
+            )
+            overrides[get_tasks_scheduler] = self._dependency
         self.app = app
 
     def uninstall(self) -> None:
-        """Restore the app's previous `Tasks` override (or its absence)."""
-        if self.app is None:
-            return
-        had_override, previous = self._previous_override
-        if had_override:
-            self.app.dependency_overrides[get_tasks_scheduler] = previous
-        else:
-            self.app.dependency_overrides.pop(get_tasks_scheduler, None)
+        """Restore the previous `Tasks` override (or its absence) of the app and of its mounted apps."""
+        while self._previous_overrides:
+            target, had_override, previous = self._previous_overrides.pop()
+            if had_override:
+                target.dependency_overrides[get_tasks_scheduler] = previous
+            else:
+                target.dependency_overrides.pop(get_tasks_scheduler, None)
         self.app = None
 
     async def _dependency(self, connection: HTTPConnection) -> TasksScheduler:
@@ -443,6 +444,19 @@ class RequestRecords(DispatchQueries):
 
     def _scope_label(self) -> str:
         return f" (this view: {self._label})"
+
+
+def _apps_served_by(app: FastAPI) -> list[FastAPI]:
+    """`app` and every FastAPI app mounted in it, at any depth."""
+    apps = [app]
+    routes = list(app.routes)
+    while routes:
+        route = routes.pop()
+        if isinstance(route, Mount | Host):
+            if isinstance(route.app, FastAPI) and route.app not in apps:
+                apps.append(route.app)
+            routes.extend(route.routes)
+    return apps
 
 
 def _closer(tg: TaskGroup) -> Callable[..., Any]:

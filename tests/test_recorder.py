@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from freezegun import freeze_time
+from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fastapi_tasks import (
@@ -305,6 +306,44 @@ def test_uninstall_removes_the_override_when_there_was_none() -> None:
     # Without the recorder and without the lifespan, the production dependency explains itself.
     with pytest.raises(FastAPITasksUninitializedAppError, match=r"the app's lifespan is not running"):
         TestClient(app).post("/signup", params={"email": "a@b.c"})
+
+
+def test_install_reaches_mounted_sub_applications(anyio_backend: Backend) -> None:
+    # A mounted FastAPI app resolves its dependencies with its own overrides, not its parent's; in
+    # production its `Tasks` uses the parent's lifespan, so under test it must use the parent's recorder.
+    app = make_app()
+    v1 = FastAPI()
+
+    @v1.post("/audit")
+    async def audit_v1(tasks: Tasks) -> None:
+        tasks.after_response.schedule(audit, "v1")
+
+    async def previous() -> TasksScheduler:
+        raise AssertionError("not used")
+
+    v1.dependency_overrides[get_tasks_scheduler] = previous
+    admin = FastAPI()
+
+    @admin.post("/audit")
+    def audit_admin(tasks: Tasks) -> None:
+        tasks.schedule(audit, "admin")
+
+    app.mount("/v1", v1)
+    app.router.routes.append(Mount("/internal", routes=[Mount("/admin", admin)]))
+    recorder = RecordingScheduler()
+
+    recorder.install(app)
+    client = TestClient(app, backend=anyio_backend)
+    client.post("/v1/audit")
+    client.post("/internal/admin/audit")
+    recorder.uninstall()
+
+    assert [(str(r.request), r.status, r.args) for r in recorder.records] == [
+        ("POST /v1/audit", TaskStatus.SUCCEEDED, ("v1",)),
+        ("POST /internal/admin/audit", TaskStatus.SUCCEEDED, ("admin",)),
+    ]
+    assert v1.dependency_overrides == {get_tasks_scheduler: previous}
+    assert admin.dependency_overrides == {}
 
 
 def test_install_needs_a_fastapi_app() -> None:
