@@ -351,6 +351,8 @@ class _SpyScheduler(_RecordingRequestScheduler):
         self._recorder = recorder
         self._request = request
         super().__init__(_runtime=runtime)
+        # The recorder's config, as in the other modes: an explicit one replaces the app's.
+        self.config = recorder.config
 
 
 class _RequestScheduler(_RecordingRequestScheduler):

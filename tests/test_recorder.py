@@ -1109,6 +1109,23 @@ async def test_spy_mode_drain_waits_for_a_task_released_by_the_test(anyio_backen
     recorder.assert_succeeded(waiter)
 
 
+def test_spy_mode_uses_the_explicit_config(anyio_backend: Backend) -> None:
+    app = make_app(config=TaskConfig(name="app-wide", shield=False))
+    recorder = RecordingScheduler(mode="spy", config=TaskConfig(shield=True))
+    recorder.install(app)
+
+    with TestClient(app, backend=anyio_backend) as client:
+        client.post("/signup", params={"email": "a@b.c"})
+        client.portal.call(recorder.drain)
+
+    # As in run mode: the recorder's config replaces the one given to add_tasks.
+    assert [(r.name, r.shield, r.status) for r in recorder.records] == [
+        ("audit", True, TaskStatus.SUCCEEDED),
+        ("audit", True, TaskStatus.SUCCEEDED),
+        ("send_email", True, TaskStatus.SUCCEEDED),
+    ]
+
+
 def test_spy_mode_needs_the_lifespan() -> None:
     app = make_app()
     RecordingScheduler(mode="spy").install(app)
