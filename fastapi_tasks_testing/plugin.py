@@ -90,8 +90,10 @@ def _check_app(app: object, source: str) -> FastAPI:
 def _find_app(request: pytest.FixtureRequest) -> FastAPI | None:
     try:
         app = request.getfixturevalue("app")
-    except pytest.FixtureLookupError:
-        pass  # No `app` fixture: fall back to the ini option, outside the handler so its errors are not chained.
+    except pytest.FixtureLookupError as exc:
+        if exc.argname != "app":
+            raise  # The `app` fixture exists but cannot be set up (a fixture it needs is missing, say).
+        # No `app` fixture: fall back to the ini option, outside the handler so its errors are not chained.
     else:
         return _check_app(app, "The `app` fixture")
     return _app_from_ini(request.config)

@@ -228,6 +228,30 @@ def test_app_fixture_that_is_not_an_app(pytester: pytest.Pytester) -> None:
     )
 
 
+def test_app_fixture_that_cannot_be_set_up_is_not_skipped_silently(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        from fastapi import FastAPI
+
+
+        @pytest.fixture
+        def app(settings):
+            return FastAPI()
+
+
+        def test_it(tasks_recorder):
+            pass
+        """
+    )
+
+    result = pytester.runpytest(*NO_RANDOM_ORDER)
+
+    # The app fixture's own error, not a recorder quietly installed nowhere.
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["E       fixture 'settings' not found"])
+
+
 # --- modes and marker options --------------------------------------------------------------------
 
 
