@@ -6,7 +6,7 @@ Registered through the `pytest11` entry point, so installing fastapi-tasks is en
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import pytest
@@ -17,9 +17,10 @@ from fastapi_tasks import TaskStatus
 from ._recorder import MODES, RecordingScheduler
 from ._timeline import format_call, outcome
 
-__all__ = ["pytest_addoption", "pytest_configure", "tasks_recorder"]
+__all__ = ["pytest_addoption", "pytest_configure", "pytest_runtest_makereport", "tasks_recorder"]
 
 _OPTIONS = ("mode", "expect_failures", "config")
+_CALL_PASSED = pytest.StashKey[bool]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -39,6 +40,17 @@ def pytest_configure(config: pytest.Config) -> None:
         "tasks_recorder(*, mode='run', expect_failures=False, config=None): options of the tasks_recorder "
         f"fixture; mode is one of {', '.join(MODES)}.",
     )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Note whether the test itself passed, for the teardown report of failed tasks."""
+    report = yield
+    if report.when == "call":
+        item.stash[_CALL_PASSED] = report.passed
+    return report
 
 
 def _marker_options(node: pytest.Item) -> dict[str, Any]:
@@ -122,7 +134,7 @@ def tasks_recorder(request: pytest.FixtureRequest) -> Iterator[RecordingSchedule
     The app is the `app` fixture when there is one, else the `fastapi_tasks_app` ini option
     (`module:attribute`), else the test calls `tasks_recorder.install(app)`. Options come from
     `@pytest.mark.tasks_recorder(...)`. At teardown the app's previous overrides are restored,
-    and tasks that failed during the test fail it, unless asserted on or expected.
+    and tasks that failed during a test that passed fail it, unless asserted on or expected.
     """
     recorder = RecordingScheduler(**_marker_options(request.node))
     app = _find_app(request)
@@ -130,8 +142,11 @@ def tasks_recorder(request: pytest.FixtureRequest) -> Iterator[RecordingSchedule
         recorder.install(app)
     try:
         yield recorder
+        # A test that failed or was skipped has its own outcome; its captured log shows the task's failure.
+        if recorder.expect_failures or not request.node.stash.get(_CALL_PASSED, False):
+            return
         report = _failure_report(recorder)
-        if report is not None and not recorder.expect_failures:
+        if report is not None:
             pytest.fail(report, pytrace=False)
     finally:
         recorder.uninstall()

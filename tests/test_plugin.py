@@ -515,6 +515,41 @@ def test_teardown_report_opt_outs(pytester: pytest.Pytester, marker: str, inject
 
 
 @pytest.mark.usefixtures("app_module")
+@pytest.mark.parametrize(
+    ("check", "outcome"),
+    [
+        ("assert response.status_code == 201", {"failed": 1}),
+        ("pytest.skip('not today')", {"skipped": 1}),
+        ("pytest.xfail('known bug')", {"xfailed": 1}),
+    ],
+    ids=["failed", "skipped", "xfailed"],
+)
+def test_no_teardown_report_for_a_test_that_did_not_pass(
+    pytester: pytest.Pytester, check: str, outcome: dict[str, int]
+) -> None:
+    pytester.makeconftest(APP_FIXTURE)
+    pytester.makepyfile(
+        f"""
+        import pytest
+        from fastapi.testclient import TestClient
+
+
+        def test_explode(app, tasks_recorder):
+            response = TestClient(app).post("/explode")
+            {check}
+        """
+    )
+
+    result = pytester.runpytest("-rA", *NO_RANDOM_ORDER)
+
+    # One outcome per test: the test's own. The task's failure is still in the captured log.
+    result.assert_outcomes(**outcome)
+    assert "background task(s) failed during the test" not in result.stdout.str()
+    if "failed" in outcome:
+        result.stdout.fnmatch_lines(["ERROR    fastapi_tasks:*Background task 'explode' failed: ValueError: bad"])
+
+
+@pytest.mark.usefixtures("app_module")
 def test_assert_failed_acknowledges_only_the_failure_it_matched(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(APP_FIXTURE)
     pytester.makepyfile(
