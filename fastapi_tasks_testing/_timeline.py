@@ -18,9 +18,19 @@ _repr.maxother = 40
 _repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 6
 
 
+_MAX_EXCEPTION = 80  # characters of `TypeName: message` in a table cell; the log has the whole text
+
+
+def one_line(text: str) -> str:
+    """`text` with newlines and other unprintable characters escaped, so that it fits one line."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
 def short_repr(value: Any) -> str:
-    """A repr short enough for one table cell."""
-    return _repr.repr(value)
+    """A repr short enough for one table cell, on one line."""
+    return one_line(_repr.repr(value))
 
 
 def format_call(name: str, args: Sequence[Any], kwargs: dict[str, Any]) -> str:
@@ -33,7 +43,10 @@ def format_call(name: str, args: Sequence[Any], kwargs: dict[str, Any]) -> str:
 def outcome(record: TaskRecord) -> str:
     """The record's status, with the exception for a failed task."""
     if record.exception is not None:
-        return f"{record.status.value} ({describe_exception(record.exception)})"
+        description = one_line(describe_exception(record.exception))
+        if len(description) > _MAX_EXCEPTION:
+            description = description[: _MAX_EXCEPTION - 3] + "..."
+        return f"{record.status.value} ({description})"
     return record.status.value
 
 

@@ -127,6 +127,30 @@ def test_long_values_are_shortened() -> None:
     )
 
 
+class Page:
+    def __repr__(self) -> str:
+        return "<Page\n  title='Home'\n>"
+
+
+def fail_at_length() -> None:
+    raise ValueError("1 validation error for Order\nquantity\n  Input should be > 0 " + "x" * 200)
+
+
+def test_every_record_stays_on_one_line_of_the_table() -> None:
+    recorder = RecordingScheduler(expect_failures=True)
+    recorder.schedule(take, Page(), "two\nlines", sep="\t\x00")
+    recorder.schedule(fail_at_length)
+    recorder.run_pending_sync()
+
+    call = r"take(<Page\n  title='Home'\n>, 'two\nlines', sep='\t\x00')"
+    status = r"failed (ValueError: 1 validation error for Order\nquantity\n  Input should be > 0 xxx...)"
+    assert recorder.timeline() == (
+        f"#  phase      {'task'.ljust(len(call))}  {'status'.ljust(len(status))}  request\n"
+        f"1  immediate  {call}  {'succeeded'.ljust(len(status))}  -\n"
+        f"2  immediate  {'fail_at_length()'.ljust(len(call))}  {status}  -"
+    )
+
+
 def test_a_subset_of_records_keeps_their_numbers() -> None:
     recorder = RecordingScheduler()
     recorder.schedule(audit, "a")
