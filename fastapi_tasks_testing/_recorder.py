@@ -58,6 +58,7 @@ class RecordingScheduler(DispatchRecorder, TasksScheduler, RecordQueries):
 
     Raises:
         ValueError: unknown `mode`.
+        TypeError: `config` is not a `TaskConfig`, or `expect_failures` not a bool.
     """
 
     def __init__(self, *, mode: Mode = "run", config: TaskConfig | None = None, expect_failures: bool = False) -> None:
@@ -65,6 +66,8 @@ class RecordingScheduler(DispatchRecorder, TasksScheduler, RecordQueries):
             raise ValueError(f"Unknown tasks_recorder mode {mode!r}; use one of {', '.join(map(repr, MODES))}.")
         if config is not None and not isinstance(config, TaskConfig):
             raise TypeError(f"config must be a TaskConfig, not {config!r}")
+        if not isinstance(expect_failures, bool):
+            raise TypeError(f"expect_failures must be True or False, not {expect_failures!r}")
         self.mode: Mode = mode
         self.expect_failures = expect_failures
         self.app: FastAPI | None = None

@@ -342,6 +342,11 @@ def test_config_marker_option(pytester: pytest.Pytester) -> None:
             "its options are mode, expect_failures, config.",
         ),
         (
+            # Any truthy value would silently hide every failed task.
+            "tasks_recorder(expect_failures='no')",
+            "E *TypeError: expect_failures must be True or False, not 'no'",
+        ),
+        (
             "tasks_recorder('record')",
             "E *TypeError: @pytest.mark.tasks_recorder takes keyword options only, not ('record',): "
             "write @pytest.mark.tasks_recorder(mode='record').",
