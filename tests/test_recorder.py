@@ -329,6 +329,7 @@ def test_install_reaches_mounted_sub_applications(anyio_backend: Backend) -> Non
         tasks.schedule(audit, "admin")
 
     app.mount("/v1", v1)
+    app.mount("/latest", v1)
     app.router.routes.append(Mount("/internal", routes=[Mount("/admin", admin)]))
     recorder = RecordingScheduler()
 
