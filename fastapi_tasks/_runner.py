@@ -6,24 +6,26 @@ Both the production scheduler and the testing toolkit's recorder run task bodies
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import logging
 from collections.abc import Callable
 from inspect import CO_COROUTINE
 from types import FunctionType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import anyio.to_thread
 
+from ._context import current_scope
 from ._phases import TaskStatus
 
 if TYPE_CHECKING:
+    from starlette.types import Scope
+
     from .tasks import Task
 
-__all__ = ["callable_name", "is_async_callable", "logger", "run_task"]
+__all__ = ["TaskHost", "callable_name", "is_async_callable", "logger", "run_task", "run_unshielded"]
 
 logger = logging.getLogger("fastapi_tasks")
 
@@ -42,6 +44,8 @@ def is_async_callable(obj: object) -> bool:
 
 def callable_name(func: object) -> str:
     """A readable name for `func`: its qualified name, looking through `functools.partial`."""
+    if type(func) is FunctionType:  # fast path, asked once per task started: a plain function
+        return func.__qualname__
     while isinstance(func, functools.partial):
         func = func.func
     name = getattr(func, "__qualname__", None)
@@ -62,40 +66,65 @@ async def call(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str
     return result
 
 
-async def run_task(task: Task[..., Any], on_exit: Callable[[], object] | None = None) -> None:
+class TaskHost(Protocol):
+    """What starts tasks for an app: the scope their bodies see as the "current request", and a call at their end."""
+
+    @property
+    def task_scope(self) -> Scope: ...
+
+    def task_ended(self) -> None: ...
+
+
+async def run_task(task: Task[..., Any], host: TaskHost | None = None) -> None:
     """Run `task`'s body, record its outcome on the handle, and contain whatever it raises.
 
     A failure is logged (with the task's name, never its argument values) and handed to the
     task's `on_error` handler; an `on_error` that raises is logged and contained. Cancellation
-    is logged at WARNING and re-raised so the task group can finish cancelling. `on_exit`, when
-    given, is called last, however the run ended.
+    is logged at WARNING and re-raised so the task group can finish cancelling. A shielded task
+    (`config.shield`) runs in a shielded cancel scope. `host`, when given, provides the "current
+    request" the body sees (`host.task_scope`, set in the task's own copy of the context, so it
+    needs no reset), and `host.task_ended()` is called last, however the run ended.
     """
+    if task.config.shield:
+        with anyio.CancelScope(shield=True):
+            await run_unshielded(task, host)
+    else:
+        await run_unshielded(task, host)
+
+
+async def run_unshielded(task: Task[..., Any], host: TaskHost | None = None) -> None:
+    """`run_task` without the shielded cancel scope: what the scheduler starts for an unshielded task.
+
+    The scheduler starts this coroutine itself as the task (`run_task` for a shielded one), and
+    it stays allocated for as long as the task is pending: the body is awaited from this very
+    frame, not through helper coroutines, and the frame keeps few locals (each costs memory).
+    """
+    if host is not None:
+        current_scope.set(host.task_scope)
     task._set_running()
     try:
-        # The body is awaited from this very frame, not through helper coroutines: each coroutine
-        # frame would stay allocated for as long as the task is pending.
-        with anyio.CancelScope(shield=True) if task.config.shield else _UNSHIELDED:
-            try:
-                func = task._target()
-                if is_async_callable(func):
-                    result = await func(*task.args, **task.kwargs)
-                else:
-                    result = await call(func, task.args, task.kwargs)
-            except Exception as exc:
-                await _failed(task, exc)
+        try:
+            func = task._target()
+            # is_async_callable's fast path, inlined: this runs once per task.
+            if (type(func) is FunctionType and func.__code__.co_flags & CO_COROUTINE) or is_async_callable(func):
+                task._result = await func(*task.args, **task.kwargs)
             else:
-                task._result = result
-                task._set_ended(TaskStatus.SUCCEEDED)
+                task._result = await call(func, task.args, task.kwargs)
+        except Exception as exc:
+            await _failed(task, exc)
+        else:
+            task._set_ended(_SUCCEEDED)
     except anyio.get_cancelled_exc_class():
         task._set_ended(TaskStatus.CANCELLED)
         logger.warning("Background task %r was cancelled before it finished", task.name)
         raise
     finally:
-        if on_exit is not None:
-            on_exit()
+        if host is not None:
+            host.task_ended()
 
 
-_UNSHIELDED = contextlib.nullcontext()
+# Enum members looked up once: a class attribute lookup on an Enum costs several times a global's.
+_SUCCEEDED = TaskStatus.SUCCEEDED
 
 
 async def _failed(task: Task[..., Any], exc: Exception) -> None:

@@ -105,7 +105,8 @@ async def get_tasks_scheduler() -> TasksScheduler:
             "The Tasks dependency is used, but add_tasks(app) was not called on this app. "
             "Call add_tasks(app) right after creating it."
         )
-    runtime = scope.get("state", {}).get(RUNTIME_KEY)
+    state = scope.get("state")
+    runtime = None if state is None else state.get(RUNTIME_KEY)
     if runtime is None:
         raise FastAPITasksUninitializedAppError(
             "The Tasks dependency is used, but the app's lifespan is not running, so there is no task group. "

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from threading import get_ident
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeAlias, TypeVar, cast, overload
 
@@ -14,7 +14,7 @@ import anyio.lowlevel
 
 from ._context import RUNTIME_KEY, current_scope
 from ._phases import Phase, TaskStatus
-from ._runner import callable_name, logger, run_task
+from ._runner import callable_name, logger, run_task, run_unshielded
 from .errors import BatchClosedError, FastAPITasksShutdownError, TaskNotFinishedError
 
 if TYPE_CHECKING:
@@ -82,13 +82,18 @@ class TaskConfig:
 _DEFAULT_CONFIG = TaskConfig()
 
 
-def _check_callable(func: object) -> None:
-    if not callable(func):
-        raise TypeError(
-            f"Cannot schedule {func!r}: it is not callable. "
-            "Pass the function and its arguments separately: schedule(func, *args, **kwargs), "
-            "not schedule(func(*args, **kwargs))."
-        )
+def _not_callable(func: object) -> TypeError:
+    return TypeError(
+        f"Cannot schedule {func!r}: it is not callable. "
+        "Pass the function and its arguments separately: schedule(func, *args, **kwargs), "
+        "not schedule(func(*args, **kwargs))."
+    )
+
+
+# Enum members looked up once: on the per-task path, a class attribute lookup on an Enum costs
+# several times a global's.
+_PENDING, _RUNNING = TaskStatus.PENDING, TaskStatus.RUNNING
+_IMMEDIATE, _AFTER_ROUTE, _AFTER_RESPONSE = Phase.IMMEDIATE, Phase.AFTER_ROUTE, Phase.AFTER_RESPONSE
 
 
 class Task(Generic[P, T]):
@@ -132,13 +137,14 @@ class Task(Generic[P, T]):
         *,
         phase: Phase = Phase.IMMEDIATE,
     ) -> None:
-        _check_callable(func)
+        if not callable(func):
+            raise _not_callable(func)
         self.func = func
         self.args = args
         self.kwargs: dict[str, Any] = {} if kwargs is None else kwargs
         self.config = _DEFAULT_CONFIG if config is None else config
         self.phase = phase
-        self._status = TaskStatus.PENDING
+        self._status = _PENDING
         self._result: Any = None
         self._exception: Exception | None = None
         # Events are created on first use: most tasks are never waited on, and an event costs memory.
@@ -219,12 +225,14 @@ class Task(Generic[P, T]):
         return self.config.on_error
 
     def _set_running(self) -> None:
-        self._status = TaskStatus.RUNNING
+        self._status = _RUNNING
         if self._started is not None:
             self._started.set()
 
     def _set_ended(self, status: TaskStatus) -> None:
         self._status = status
+        # Nothing can cancel an ended task: let go of anyio's handle (its coroutine, cancel scope and event).
+        self._handle = None
         if self._finished is not None:
             self._finished.set()
 
@@ -376,19 +384,21 @@ class TasksBatch(_Schedulable):
     says so.
     """
 
-    __slots__ = ("_owner", "_state", "phase", "scheduled")
+    __slots__ = ("_config", "_owner", "_state", "phase", "scheduled")
 
     def __init__(self, scheduled: list[Task[..., Any]] | None = None, *, phase: Phase = Phase.AFTER_RESPONSE) -> None:
         self.scheduled: list[Task[..., Any]] = [] if scheduled is None else scheduled
         self.phase = phase
         self._owner: TasksScheduler | None = None
+        # The config tasks inherit when the batch has no owner (any more, see __exit__).
+        self._config = _DEFAULT_CONFIG
         self._state = _OPEN
 
     def __repr__(self) -> str:
         return f"<TasksBatch {self.phase.value} tasks={len(self.scheduled)}>"
 
     def _base_config(self) -> TaskConfig:
-        return _DEFAULT_CONFIG if self._owner is None else self._owner.config
+        return self._config if self._owner is None else self._owner.config
 
     def _add(
         self,
@@ -447,25 +457,32 @@ class TasksBatch(_Schedulable):
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._owner is None or self._state is not _OPEN:
-            return
-        if exc_type is None:
-            self._owner._start_batch(self)
-        else:
-            self._discard(exc)
+        owner = self._owner
+        if owner is not None and self._state is _OPEN:
+            if exc_type is None:
+                owner._start_batch(self)
+            else:
+                self._discard(exc)
+        if type(owner) is TasksScheduler:
+            # The phase is over: from now on the batch only refuses tasks, which takes its scheduler's
+            # config and nothing else of a plain TasksScheduler. Letting go of the scheduler breaks the
+            # scheduler <-> batch reference cycle, so that when the request ends its scheduler, batches and
+            # tasks are freed at once by reference counting. Left to the cyclic garbage collector (which,
+            # with deferred tasks, they made run about twice as often) they cost microseconds per request.
+            self._config = owner.config
+            self._owner = None
 
 
 class _Runtime:
     """The app-wide state behind every request's scheduler: task group, config, shutdown bookkeeping."""
 
     __slots__ = (
-        "_ended",
         "_idle",
-        "_task_scope",
         "active",
         "closed",
         "config",
         "shutdown_timeout",
+        "task_scope",
         "tg",
         "thread",
         "token",
@@ -476,39 +493,33 @@ class _Runtime:
         self.config = config
         self.shutdown_timeout = shutdown_timeout
         self.token = anyio.lowlevel.current_token()
-        self.thread = threading.get_ident()
+        self.thread = get_ident()
         self.active = 0
         self.closed = False
         self._idle: anyio.Event | None = None
-        # Bound once: every pending task holds it, and a bound method per task would cost memory.
-        self._ended = self._task_ended
         # What a task sees as its "current request": none, only the app's runtime. A task copies the
         # context it was started from, and a scheduler built inside it must not bind to the exit
         # stacks of that request, which close while the task runs (its batches would never start).
-        self._task_scope: Scope = {"type": "fastapi_tasks.task", "state": {RUNTIME_KEY: self}}
+        self.task_scope: Scope = {"type": "fastapi_tasks.task", "state": {RUNTIME_KEY: self}}
 
     def submit(self, task: Task[..., Any]) -> None:
-        if threading.get_ident() == self.thread:
-            self._spawn(task)
-        else:
+        if get_ident() != self.thread:
             # A sync endpoint or task runs in a worker thread; task groups are not thread-safe.
-            anyio.from_thread.run_sync(self._spawn, task, token=self.token)
-
-    def _spawn(self, task: Task[..., Any]) -> None:
+            anyio.from_thread.run_sync(self.submit, task, token=self.token)
+            return
         if self.closed:
             raise FastAPITasksShutdownError(
                 f"Cannot start {task.name!r}: the app is shutting down and its tasks were cancelled."
             )
         self.active += 1
-        token = current_scope.set(self._task_scope)
-        try:
-            # run_task itself is the task's coroutine (a wrapper coroutine would cost memory per pending
-            # task), and the name is one that already exists: str(task) would build a string per task.
-            task._handle = self.tg.start_soon(run_task, task, self._ended, name=task.name)
-        finally:
-            current_scope.reset(token)
+        # The runner itself is the task's coroutine (a wrapper coroutine would cost memory per pending
+        # task), and the name is one that already exists: str(task) would build a string per task. The
+        # runner sets the task's "current request" (this runtime's task_scope) in the task's copy of the
+        # context, and calls task_ended() at its end.
+        runner = run_task if task.config.shield else run_unshielded
+        task._handle = self.tg.create_task(runner(task, self), name=task.name)
 
-    def _task_ended(self) -> None:
+    def task_ended(self) -> None:
         self.active -= 1
         if self.active == 0 and self._idle is not None:
             self._idle.set()
@@ -551,9 +562,9 @@ class TasksScheduler(_Schedulable):
             self._bind(scope)
 
     def _init_batches(self) -> None:
-        self.after_route = TasksBatch(phase=Phase.AFTER_ROUTE)
+        self.after_route = TasksBatch(phase=_AFTER_ROUTE)
         self.after_route._owner = self
-        self.after_response = TasksBatch(phase=Phase.AFTER_RESPONSE)
+        self.after_response = TasksBatch(phase=_AFTER_RESPONSE)
         self.after_response._owner = self
 
     def _bind(self, scope: Scope) -> None:
@@ -590,9 +601,9 @@ class TasksScheduler(_Schedulable):
         dispatch: bool = False,
     ) -> Task[..., Any]:
         if dispatch:
-            task = self._new_dispatch(func, args, kwargs, config, Phase.IMMEDIATE)
+            task = self._new_dispatch(func, args, kwargs, config, _IMMEDIATE)
         else:
-            task = self._new_task(func, args, kwargs, config, Phase.IMMEDIATE)
+            task = self._new_task(func, args, kwargs, config, _IMMEDIATE)
         self._submit(task)
         return task
 
