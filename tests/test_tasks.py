@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -10,6 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 import anyio
+import anyio.lowlevel
 import httpx
 import pytest
 from anyio.abc import TaskGroup
@@ -652,6 +654,41 @@ async def test_a_sync_task_can_schedule_more_tasks() -> None:
             await handles[1].wait()
 
     assert [handle.result for handle in handles] == ["parent", "child"]
+
+
+def _ours_alive() -> int:
+    return sum(1 for obj in gc.get_objects() if isinstance(obj, (Task, TasksScheduler, TasksBatch)))
+
+
+@pytest.mark.anyio
+async def test_a_request_leaves_no_reference_cycle_behind() -> None:
+    # The scheduler, its batches and the tasks of a finished request are freed by reference counting
+    # alone: garbage left for the cyclic collector to find costs every request microseconds.
+    app = make_app()
+    handles: list[Task[..., Any]] = []
+
+    @app.get("/")
+    async def endpoint(tasks: Tasks) -> None:
+        handles.append(tasks.schedule(async_job))
+        handles.append(tasks.after_route.schedule(async_job))
+        handles.append(tasks.after_response.task(name="named").schedule(async_job))
+
+    async with serve(app) as client:
+        gc.collect()
+        before = _ours_alive()
+        gc.disable()
+        try:
+            assert (await client.get("/")).status_code == 200
+            with anyio.fail_after(TIMEOUT):
+                for handle in handles:
+                    await handle.wait()
+            del handle
+            handles.clear()
+            for _ in range(3):
+                await anyio.lowlevel.checkpoint()  # let the task group forget its finished tasks
+            assert _ours_alive() == before
+        finally:
+            gc.enable()
 
 
 # --- TasksScheduler used directly (the seed reference's "advanced" usage) -----------------------
