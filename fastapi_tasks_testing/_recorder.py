@@ -34,6 +34,7 @@ Mode: TypeAlias = Literal["run", "record", "spy"]
 MODES: tuple[Mode, ...] = ("run", "record", "spy")
 """Every `Mode`, in the order error messages list them."""
 _PHASE_ORDER = (Phase.IMMEDIATE, Phase.AFTER_ROUTE, Phase.AFTER_RESPONSE)
+_MAX_PASSES = 1000  # run_pending(): a pass runs one phase's pending tasks; three suffice unless tasks schedule more
 _OPEN, _STARTED = 0, 1  # TasksBatch states: once started, later tasks are refused rather than lost.
 
 
@@ -204,20 +205,37 @@ class RecordingScheduler(DispatchRecorder, TasksScheduler, RecordQueries):
     async def run_pending(self, *, phase: Phase | str | None = None) -> list[TaskRecord]:
         """Run the pending tasks one at a time: phase by phase, each phase in scheduling order.
 
+        Tasks that the tasks it runs schedule are run too, in their phase's turn: an earlier phase
+        gets its turn again before a later one goes on. It returns when no task is pending.
+
         Parameters:
             phase: run only this phase's pending tasks.
 
         Returns:
             The records that were run.
+
+        Raises:
+            RuntimeError: the tasks kept scheduling more tasks (one that reschedules itself, say).
         """
         phases = _PHASE_ORDER if phase is None else (Phase(phase),)
-        ran = []
-        for wanted in phases:
-            for record in self.records:
-                if record.phase is wanted and record.status is TaskStatus.PENDING:
-                    await run_task(record)
-                    ran.append(record)
-        return ran
+        ran: list[TaskRecord] = []
+        for _ in range(_MAX_PASSES):
+            pending: list[TaskRecord] = []
+            for wanted in phases:
+                pending = [r for r in self.records if r.phase is wanted and r.status is TaskStatus.PENDING]
+                if pending:
+                    break
+            if not pending:
+                return ran
+            for record in pending:
+                await run_task(record)
+                ran.append(record)
+        names = ", ".join(sorted({repr(r.name) for r in self.records if r.status is TaskStatus.PENDING}))
+        raise RuntimeError(
+            f"run_pending() gave up after {_MAX_PASSES:,} passes: the tasks it runs keep scheduling more "
+            f"(still pending: {names}). Stand in for the task that reschedules itself with "
+            "tasks_recorder.replace(task, fake)."
+        )
 
     def run_pending_sync(self, *, phase: Phase | str | None = None) -> list[TaskRecord]:
         """`run_pending()` for a sync test: runs the pending tasks in an event loop of their own."""

@@ -198,6 +198,54 @@ def test_standalone_run_pending_sync_runs_phase_by_phase() -> None:
     assert recorder.run_pending_sync() == []
 
 
+def test_run_pending_runs_the_tasks_its_tasks_schedule_in_their_phases_turn() -> None:
+    recorder = RecordingScheduler()
+
+    def follow_up(label: str) -> None:
+        LOG.append(label)
+        if label == "immediate":
+            recorder.after_route.schedule(follow_up, "after_route, from the immediate task")
+        if label == "after_route":
+            recorder.schedule(follow_up, "immediate, from an after_route task")
+
+    recorder.schedule(follow_up, "immediate")
+    recorder.after_route.schedule(follow_up, "after_route")
+    recorder.after_response.schedule(follow_up, "after_response")
+
+    ran = recorder.run_pending_sync()
+
+    # The immediate task scheduled later runs before the after_response phase goes on.
+    assert LOG == [
+        "immediate",
+        "after_route",
+        "after_route, from the immediate task",
+        "immediate, from an after_route task",
+        "after_response",
+    ]
+    assert [r.seq for r in ran] == [1, 2, 4, 5, 3]
+    assert all(r.status is TaskStatus.SUCCEEDED for r in recorder.records)
+
+
+def test_run_pending_gives_up_on_a_task_that_reschedules_itself_for_ever() -> None:
+    recorder = RecordingScheduler()
+
+    def poll() -> None:
+        recorder.task(name="poll").schedule(poll)
+
+    recorder.task(name="poll").schedule(poll)
+    with pytest.raises(
+        RuntimeError,
+        match=r"^run_pending\(\) gave up after 1,000 passes: the tasks it runs keep scheduling more "
+        r"\(still pending: 'poll'\)\. Stand in for the task that reschedules itself with "
+        r"tasks_recorder\.replace\(task, fake\)\.$",
+    ):
+        recorder.run_pending_sync()
+
+    recorder.replace("poll", lambda: None)
+    assert len(recorder.run_pending_sync()) == 1
+    assert recorder.filter(status="pending") == []
+
+
 @pytest.mark.anyio
 async def test_standalone_run_pending_async(anyio_backend: Backend) -> None:
     recorder = RecordingScheduler()
