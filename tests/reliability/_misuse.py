@@ -172,6 +172,20 @@ def _inside_a_loop(call: Callable[[RecordingScheduler], object]) -> Callable[[],
     return lambda: anyio.run(main)
 
 
+def _rescheduling_for_ever() -> tuple[Callable[[], object], str]:
+    recorder = RecordingScheduler()
+
+    def poll() -> None:
+        recorder.schedule(poll)
+
+    recorder.schedule(poll)
+    return recorder.run_pending_sync, (
+        "run_pending() gave up after 1,000 passes: the tasks it runs keep scheduling more (still pending: "
+        "'_rescheduling_for_ever.<locals>.poll'). Stand in for the task that reschedules itself with "
+        "tasks_recorder.replace(task, fake)."
+    )
+
+
 def _fixed(trigger: Callable[[], object], message: str) -> Callable[[], tuple[Callable[[], object], str]]:
     return lambda: (trigger, message)
 
@@ -373,6 +387,7 @@ CALLS: list[Misuse] = [
             "run_pending_sync() was called inside an event loop; in an async test use `await run_pending()` instead.",
         ),
     ),
+    Misuse("run_pending with a task that reschedules itself for ever", RuntimeError, _rescheduling_for_ever),
     Misuse(
         "shutdown_sync inside an event loop",
         RuntimeError,
