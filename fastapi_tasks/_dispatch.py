@@ -94,7 +94,7 @@ class Dispatcher(Protocol):
             What the job returned.
 
         Raises:
-            Whatever the job raised.
+            Exception: whatever the job raised.
         """
         ...
 
