@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import re
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeAlias
@@ -36,7 +37,11 @@ def matches_task(record: TaskRecord, task: TaskSpec) -> bool:
     if isinstance(task, str):
         return record.name == task
     func = record.func
-    return bool(func is task or func == task or _unwrap(func) == _unwrap(task))
+    if func is task or func == task:
+        return True
+    func, task = _unwrap(func), _unwrap(task)
+    # A bound method also matches the function in its class: `Mailer.send` for `mailer.send`.
+    return bool(func == task or (inspect.ismethod(func) and func.__func__ is task))
 
 
 def task_label(task: TaskSpec) -> str:

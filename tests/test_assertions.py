@@ -100,6 +100,24 @@ def test_a_partial_matches_the_function_it_wraps() -> None:
     assert recorder.filter(audit) == [record]
 
 
+class Mailer:
+    def send(self, address: str) -> None:
+        pass
+
+
+def test_a_bound_method_matches_itself_and_its_class_function() -> None:
+    # The app may build its own Mailer per request: the test names the method through the class.
+    recorder = RecordingScheduler()
+    mailer, other = Mailer(), Mailer()
+    recorder.schedule(mailer.send, "a@b.c")
+
+    assert recorder.assert_scheduled(mailer.send, "a@b.c").func == mailer.send
+    assert recorder.assert_scheduled(Mailer.send, "a@b.c").name == "Mailer.send"
+    assert recorder.filter(Mailer.send) == recorder.records
+    # Another instance's method is another task.
+    recorder.assert_not_scheduled(other.send)
+
+
 def test_assert_scheduled_failure_shows_argument_differences(recorder: RecordingScheduler) -> None:
     expected = failure(
         "Expected send_email('x@y.z', subject='Hi') in phase after_response to be scheduled, but no task matches.\n"
