@@ -1,4 +1,8 @@
-"""Background tasks for FastAPI with precise timing, shielding and error handling, built on anyio."""
+"""Background tasks for FastAPI with precise timing, shielding and error handling, built on anyio.
+
+The errors live in `fastapi_tasks.errors`; the two that fastapi-tasks 0.1.0's documentation
+imports from the package root are importable from here too.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,14 @@ from . import errors
 from ._dispatch import Dispatcher, DispatchTask, register_dispatcher
 from ._phases import Phase, TaskStatus
 from .dependencies import Tasks, add_tasks, get_tasks_scheduler
+from .errors import FastAPITasksError, FastAPITasksUninitializedAppError
 from .tasks import Task, TaskConfig, TaskDefinition, TaskErrorHandler, TasksBatch, TasksScheduler
 
 __all__ = [
     "DispatchTask",
     "Dispatcher",
+    "FastAPITasksError",
+    "FastAPITasksUninitializedAppError",
     "Phase",
     "Task",
     "TaskConfig",

@@ -3,21 +3,25 @@
 Only the 0.1.0 API is used here, spelled the way 0.1.0's documentation spells it.
 """
 
+import functools
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import pytest
 from asgi_lifespan import LifespanManager
-from fastapi import FastAPI, Request, status
+from fastapi import FastAPI, HTTPException, Request, status
 from fastapi.testclient import TestClient
 from httpx import ASGITransport, AsyncClient
 
+import fastapi_tasks
+import fastapi_tasks.errors
 from fastapi_tasks import Tasks, add_tasks
 from fastapi_tasks.errors import FastAPITasksError, FastAPITasksUninitializedAppError
 from fastapi_tasks.tasks import Task, TaskConfig, TasksBatch, TasksScheduler
+from fastapi_tasks.utils import always_async_call
 
 
 @asynccontextmanager
@@ -291,3 +295,109 @@ async def test_uninitialized_app() -> None:
 
     assert isinstance(exc_info.value, FastAPITasksError)
     assert "add_tasks(app)" in str(exc_info.value)
+
+
+# --- what 0.1.0's API reference documents besides the above -------------------------------------
+
+
+async def add_one(x: int) -> int:
+    return x + 1
+
+
+def add_two(x: int) -> int:
+    return x + 2
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("func", "expected"), [(add_one, 2), (add_two, 3)], ids=["async", "sync"])
+async def test_always_async_call(func: Callable[[int], Any], expected: int) -> None:
+    assert await always_async_call(func, 1) == expected
+
+
+@pytest.mark.anyio
+async def test_always_async_call_runs_a_sync_function_in_a_worker_thread_and_an_async_one_on_the_loop() -> None:
+    loop_thread = threading.get_ident()
+
+    def sync_thread() -> int:
+        return threading.get_ident()
+
+    async def async_thread() -> int:
+        return threading.get_ident()
+
+    assert await always_async_call(sync_thread) != loop_thread
+    assert await always_async_call(async_thread) == loop_thread
+
+
+@pytest.mark.anyio
+async def test_always_async_call_passes_arguments_and_exceptions_through() -> None:
+    def describe(func: str, /, *values: int, sep: str = ",") -> str:
+        # `func` is positional-only in always_async_call, so it reaches the callable as a keyword too.
+        return func + ":" + sep.join(map(str, values))
+
+    async def fail(message: str) -> None:
+        raise ValueError(message)
+
+    def sync_fail(message: str) -> None:
+        raise KeyError(message)
+
+    assert await always_async_call(describe, "f", 1, 2, sep=";") == "f:1;2"
+    assert await always_async_call(functools.partial(add_one, 41)) == 42
+    assert await always_async_call(lambda **kwargs: sorted(kwargs), func=1, args=2) == ["args", "func"]
+    with pytest.raises(ValueError, match=r"^async boom$"):
+        await always_async_call(fail, "async boom")
+    with pytest.raises(KeyError, match=r"^'sync boom'$"):
+        await always_async_call(sync_fail, "sync boom")
+
+
+def test_the_errors_are_importable_from_the_package_root() -> None:
+    from fastapi_tasks import FastAPITasksError as RootError
+    from fastapi_tasks import FastAPITasksUninitializedAppError as RootUninitializedError
+
+    assert RootError is FastAPITasksError is fastapi_tasks.errors.FastAPITasksError
+    assert RootUninitializedError is FastAPITasksUninitializedAppError
+    assert issubclass(RootUninitializedError, RootError)
+
+
+def test_the_complete_setup_example() -> None:
+    # 0.1.0's "Complete Setup Example": a global on_error, the root import of FastAPITasksError.
+    failures: list[str] = []
+    handled = threading.Event()
+
+    async def global_error_handler(task: fastapi_tasks.Task[..., Any], error: Exception) -> None:
+        failures.append(f"{task.config.name}: {error}")
+        handled.set()
+
+    app = FastAPI()
+    add_tasks(app, config=fastapi_tasks.TaskConfig(shield=False, on_error=global_error_handler))
+
+    async def my_background_task(data: str) -> None:
+        if data == "bad":
+            raise ValueError(f"cannot process {data!r}")
+
+    @app.post("/process")
+    async def process_data(data: str, tasks: fastapi_tasks.Tasks) -> dict[str, str]:
+        try:
+            tasks.task(name="process").schedule(my_background_task, data)
+            return {"status": "processing", "data": data}
+        except fastapi_tasks.FastAPITasksError as e:
+            raise HTTPException(status_code=500, detail=str(e)) from e
+
+    with TestClient(app) as client:
+        assert client.post("/process", params={"data": "good"}).json() == {"status": "processing", "data": "good"}
+        assert client.post("/process", params={"data": "bad"}).status_code == status.HTTP_200_OK
+        assert handled.wait(3)
+
+    assert failures == ["process: cannot process 'bad'"]
+
+
+def test_the_uninitialized_app_error_caught_by_its_root_import() -> None:
+    app = FastAPI()  # add_tasks(app) forgotten
+
+    @app.post("/task")
+    async def endpoint(tasks: Tasks) -> dict[str, str]:
+        return {"status": "ok"}
+
+    with TestClient(app) as client, pytest.raises(fastapi_tasks.FastAPITasksUninitializedAppError) as exc_info:
+        client.post("/task")
+
+    assert isinstance(exc_info.value, fastapi_tasks.FastAPITasksError)

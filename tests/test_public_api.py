@@ -12,6 +12,7 @@ import pytest
 
 import fastapi_tasks
 import fastapi_tasks.errors
+import fastapi_tasks.utils
 
 # The modules whose `__all__` the package root re-exports.
 SUBMODULES = ["fastapi_tasks._phases", "fastapi_tasks.dependencies", "fastapi_tasks.tasks"]
@@ -69,6 +70,18 @@ def test_the_root_reexports_every_public_name_of_its_modules() -> None:
             assert getattr(fastapi_tasks, public) is getattr(submodule, public)
 
 
+def test_the_root_reexports_the_errors_that_0_1_0s_documentation_imports_from_it() -> None:
+    reexported = {name for name in fastapi_tasks.__all__ if name in fastapi_tasks.errors.__all__}
+    assert reexported == {"FastAPITasksError", "FastAPITasksUninitializedAppError"}
+    for name in reexported:
+        assert getattr(fastapi_tasks, name) is getattr(fastapi_tasks.errors, name)
+
+
+def test_the_utils_module_keeps_0_1_0s_always_async_call_and_nothing_else() -> None:
+    assert fastapi_tasks.utils.__all__ == ["always_async_call"]
+    assert "utils" not in fastapi_tasks.__all__  # kept for old code, not part of the API to learn
+
+
 def test_the_errors_module_exports_the_whole_exception_tree() -> None:
     defined = {
         name
@@ -86,7 +99,8 @@ def test_the_errors_module_exports_the_whole_exception_tree() -> None:
 @pytest.mark.parametrize(
     ("module", "name"),
     [(fastapi_tasks, name) for name in fastapi_tasks.__all__]
-    + [(fastapi_tasks.errors, name) for name in fastapi_tasks.errors.__all__],
+    + [(fastapi_tasks.errors, name) for name in fastapi_tasks.errors.__all__]
+    + [(fastapi_tasks.utils, name) for name in fastapi_tasks.utils.__all__],
     ids=lambda value: value if isinstance(value, str) else value.__name__,
 )
 def test_every_public_name_has_a_docstring(module: ModuleType, name: str) -> None:
