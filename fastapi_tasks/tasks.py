@@ -250,8 +250,19 @@ def _new_event(is_set: bool) -> anyio.Event:
     return event
 
 
+# `TaskDefinition.schedule` binds these from the function it is given. With the class's own P and T,
+# a definition typed `TaskDefinition[..., Any]` (what `task()` returns) took any arguments unchecked.
+FuncP = ParamSpec("FuncP")
+FuncT = TypeVar("FuncT")
+
+
 class TaskDefinition(Generic[P, T]):
-    """A configured way to schedule: what `tasks.task(name=..., shield=..., on_error=...)` returns."""
+    """A configured way to schedule: what `tasks.task(name=..., shield=..., on_error=...)` returns.
+
+    Its `schedule(func, *args, **kwargs)` is type-checked against `func`'s signature, as
+    `tasks.schedule(...)` is; the class's type parameters only keep `TaskDefinition[..., Any]`
+    annotations valid.
+    """
 
     __slots__ = ("_config", "_target")
 
@@ -261,17 +272,19 @@ class TaskDefinition(Generic[P, T]):
 
     @overload
     def schedule(
-        self, func: Callable[P, Coroutine[Any, Any, T]], /, *args: P.args, **kwargs: P.kwargs
-    ) -> Task[P, T]: ...
+        self, func: Callable[FuncP, Coroutine[Any, Any, FuncT]], /, *args: FuncP.args, **kwargs: FuncP.kwargs
+    ) -> Task[FuncP, FuncT]: ...
     @overload
-    def schedule(self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Task[P, T]: ...
-    def schedule(self, func: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> Task[P, Any]:
+    def schedule(
+        self, func: Callable[FuncP, FuncT], /, *args: FuncP.args, **kwargs: FuncP.kwargs
+    ) -> Task[FuncP, FuncT]: ...
+    def schedule(self, func: Callable[FuncP, Any], /, *args: FuncP.args, **kwargs: FuncP.kwargs) -> Task[FuncP, Any]:
         """Schedule `func(*args, **kwargs)` with this definition's configuration.
 
         Raises:
             TypeError: `func` is not callable.
         """
-        return cast("Task[P, Any]", self._target._add(func, args, kwargs, self._config))
+        return cast("Task[FuncP, Any]", self._target._add(func, args, kwargs, self._config))
 
     def enqueue(self, job: Callable[JobP, Any], /, *args: JobP.args, **kwargs: JobP.kwargs) -> DispatchTask:
         """Hand `job(*args, **kwargs)` to its distributed queue, with this definition's configuration.
