@@ -8,9 +8,11 @@ job of theirs is enqueued: an app that never dispatches needs neither library.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import sys
 from collections.abc import Callable, Collection
+from contextvars import ContextVar
 from typing import Any, Protocol, runtime_checkable
 
 import anyio
@@ -25,6 +27,7 @@ __all__ = [
     "DispatchTask",
     "Dispatcher",
     "dispatch_error",
+    "dispatch_waiting_for",
     "find_dispatcher",
     "new_dispatch",
     "register_dispatcher",
@@ -117,18 +120,29 @@ def register_dispatcher(dispatcher: Dispatcher) -> None:
     _by_type.clear()
 
 
+@functools.cache
+def _taskiq_dispatcher() -> Dispatcher:
+    from .dispatchers.taskiq import TaskiqDispatcher
+
+    return TaskiqDispatcher()
+
+
+@functools.cache
+def _celery_dispatcher() -> Dispatcher:
+    # One instance for the process: its dispatch threads are bounded per instance.
+    from .dispatchers.celery import CeleryDispatcher
+
+    return CeleryDispatcher()
+
+
 def _builtin_dispatchers() -> list[Dispatcher]:
     # A job of a queue library can only exist once that library was imported: look in sys.modules
     # so an app that dispatches to one queue never imports the other.
     found: list[Dispatcher] = []
     if "taskiq" in sys.modules:
-        from .dispatchers.taskiq import TaskiqDispatcher
-
-        found.append(TaskiqDispatcher())
+        found.append(_taskiq_dispatcher())
     if "celery" in sys.modules:
-        from .dispatchers.celery import CeleryDispatcher
-
-        found.append(CeleryDispatcher())
+        found.append(_celery_dispatcher())
     return found
 
 
@@ -206,13 +220,51 @@ def _cause_chain(exc: BaseException) -> str:
     return " caused by ".join(names)
 
 
-def dispatch_error(task: DispatchTask, cause: BaseException | None, *, timeout: float | None = None) -> DispatchError:
+class _Progress:
+    """What the dispatch of the running task waits for, if not for the broker, and why."""
+
+    __slots__ = ("waiting_for",)
+
+    def __init__(self) -> None:
+        self.waiting_for: tuple[str, str] | None = None
+
+
+_progress: ContextVar[_Progress | None] = ContextVar("fastapi_tasks_dispatch_progress", default=None)
+
+
+def dispatch_waiting_for(what: str | None, *, why: str = "") -> None:
+    """Say what the dispatch running in this task now waits for; `None`: the broker's answer.
+
+    An adapter calls it around a wait of its own (for a free thread, say): when the dispatch
+    timeout strikes during that wait, the `DispatchError` says "no {what} within {timeout} s:
+    {why}" instead of blaming the broker. Outside a dispatch it does nothing.
+    """
+    progress = _progress.get()
+    if progress is not None:
+        progress.waiting_for = None if what is None else (what, why)
+
+
+def dispatch_error(
+    task: DispatchTask,
+    cause: BaseException | None,
+    *,
+    timeout: float | None = None,
+    waiting_for: tuple[str, str] | None = None,
+) -> DispatchError:
     """The `DispatchError` for `task`: a timeout (`cause` is `None`) or the broker's error `cause`.
 
-    Only exception type names go into the message: a broker's or serializer's message can quote
-    the argument values, and it stays readable on the chained cause.
+    A timeout is blamed on the broker, or on what the dispatch was still waiting for (`waiting_for`,
+    a (what, why) pair, see `dispatch_waiting_for`). Only exception type names go into the
+    message: a broker's or serializer's message can quote the argument values, and it stays
+    readable on the chained cause.
     """
-    reason = f"no answer from the broker within {timeout:g} s" if cause is None else _cause_chain(cause)
+    if cause is not None:
+        reason = _cause_chain(cause)
+    elif waiting_for is not None:
+        what, why = waiting_for
+        reason = f"no {what} within {timeout:g} s" + (f": {why}" if why else "")
+    else:
+        reason = f"no answer from the broker within {timeout:g} s"
     return DispatchError(
         f"Could not dispatch {task.job_name!r} (job id {task.job_id!r}, phase {task.phase.value}) "
         f"to {task.backend}: {reason}.",
@@ -294,14 +346,21 @@ class DispatchTask(Task[..., Any]):
 
     async def _send(self, *args: Any, **kwargs: Any) -> Any:
         timeout = self.timeout
-        with anyio.move_on_after(timeout) as scope:
-            try:
-                return await self.dispatcher.dispatch(self.func, self.job_id, args, kwargs)
-            except Exception as exc:
-                # A client library may turn our timeout's cancellation into an error of its own.
-                raise dispatch_error(self, None if scope.cancel_called else exc, timeout=timeout) from exc
+        progress = _Progress()
+        # Reset at the end: the testing toolkit runs tasks in its caller's context.
+        reset = _progress.set(progress)
+        try:
+            with anyio.move_on_after(timeout) as scope:
+                try:
+                    return await self.dispatcher.dispatch(self.func, self.job_id, args, kwargs)
+                except Exception as exc:
+                    # A client library may turn our timeout's cancellation into an error of its own.
+                    cause = None if scope.cancel_called else exc
+                    raise dispatch_error(self, cause, timeout=timeout, waiting_for=progress.waiting_for) from exc
+        finally:
+            _progress.reset(reset)
         # Reached only when the timeout cancelled the dispatch.
-        raise dispatch_error(self, None, timeout=timeout)
+        raise dispatch_error(self, None, timeout=timeout, waiting_for=progress.waiting_for)
 
 
 def prepare_dispatch(job: object) -> tuple[Dispatcher, str]:

@@ -3,8 +3,11 @@
 `apply_async` blocks, and blocks without limit on a broker that accepts connections but never
 answers, so it runs on daemon threads of our own (reused: Celery keeps per-thread state that is
 costly to build): the dispatch timeout abandons the thread instead of waiting for it, and a
-thread stuck on a dead broker cannot hold up the process's exit. Set Celery's
-`broker_transport_options` socket timeouts so that such threads come back too.
+thread stuck on a dead broker cannot hold up the process's exit. Those threads are bounded
+(`CeleryDispatcher(max_threads=...)`, `DEFAULT_MAX_THREADS` by default): a thread stays counted
+until its `apply_async` returns, even after the dispatch gave up on it, and a dispatch that finds
+no free thread within its timeout fails with a `DispatchError`. Set Celery's
+`broker_transport_options` socket timeouts so that threads stuck on a silent broker come back.
 Install with `pip install "fastapi-tasks[celery]"`.
 """
 
@@ -22,12 +25,20 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
+from anyio.lowlevel import RunVar
 from celery import Task as CeleryTask
 from celery.signals import task_postrun
 from celery.utils import uuid
 from kombu.serialization import dumps, loads
 
-__all__ = ["CeleryDispatcher"]
+from .._dispatch import dispatch_waiting_for
+
+__all__ = ["DEFAULT_MAX_THREADS", "CeleryDispatcher"]
+
+DEFAULT_MAX_THREADS = 40
+"""Threads that may run `apply_async` at once, per event loop, unless `CeleryDispatcher(max_threads=...)` says
+otherwise: as many as anyio's default thread pool, far more than a healthy broker needs (a dispatch takes
+about a millisecond), and what a silent broker can hold at most."""
 
 
 class _DaemonWorkers:
@@ -82,13 +93,42 @@ _workers = _DaemonWorkers()
 
 
 class CeleryDispatcher:
-    """Dispatches Celery tasks; the job id is pre-assigned as `task_id`."""
+    """Dispatches Celery tasks; the job id is pre-assigned as `task_id`.
+
+    The built-in instance allows `DEFAULT_MAX_THREADS` dispatch threads. For another bound,
+    register your own: `register_dispatcher(CeleryDispatcher(max_threads=10))`.
+
+    Parameters:
+        max_threads: how many `apply_async` calls may run at once (per event loop), each on a
+            thread of its own; a call abandoned at its dispatch timeout counts until it returns.
+
+    Raises:
+        ValueError: `max_threads` is not a positive int.
+    """
 
     backend: str = "celery"
     async_libraries: tuple[str, ...] = ("asyncio", "trio")
 
+    def __init__(self, *, max_threads: int = DEFAULT_MAX_THREADS) -> None:
+        if isinstance(max_threads, bool) or not isinstance(max_threads, int) or max_threads < 1:
+            raise ValueError(f"CeleryDispatcher(max_threads=...) must be a positive int, not {max_threads!r}")
+        self.max_threads = max_threads
+        # A CapacityLimiter belongs to one event loop: one per loop, made on first use.
+        self._limiter: RunVar[anyio.CapacityLimiter] = RunVar(f"fastapi_tasks celery dispatch threads {id(self)}")
+
     def __repr__(self) -> str:
-        return "<CeleryDispatcher>"
+        if self.max_threads == DEFAULT_MAX_THREADS:
+            return "<CeleryDispatcher>"
+        return f"<CeleryDispatcher max_threads={self.max_threads}>"
+
+    def limiter(self) -> anyio.CapacityLimiter:
+        """The running event loop's limiter of dispatch threads (its `borrowed_tokens` are the busy threads)."""
+        try:
+            return self._limiter.get()
+        except LookupError:
+            limiter = anyio.CapacityLimiter(self.max_threads)
+            self._limiter.set(limiter)
+            return limiter
 
     def accepts(self, job: object) -> bool:
         """Whether `job` is a Celery task (`@app.task`, `@shared_task`)."""
@@ -107,21 +147,38 @@ class CeleryDispatcher:
         return str(uuid())
 
     async def dispatch(self, job: Any, job_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """`apply_async` on a daemon thread; returns Celery's `AsyncResult`."""
-        done = anyio.Event()
+        """`apply_async` on a daemon thread, once one of the `max_threads` is free; returns Celery's `AsyncResult`."""
+        limiter = self.limiter()
+        done = anyio.Event()  # also the borrower of the thread's token
         token = anyio.lowlevel.current_token()
         outcome: list[Any] = []
+        dispatch_waiting_for(
+            "free dispatch thread",
+            why=f"all {self.max_threads} are busy sending to the broker (bound their wait with the socket "
+            "timeouts of Celery's broker_transport_options, or allow more with CeleryDispatcher(max_threads=...))",
+        )
+        await limiter.acquire_on_behalf_of(done)
+        dispatch_waiting_for(None)
+
+        def finished() -> None:
+            limiter.release_on_behalf_of(done)
+            done.set()
 
         def send() -> None:
             try:
                 outcome.append(job.apply_async(args, kwargs, task_id=job_id))
             except BaseException as exc:  # handed to the waiting task, which raises it
                 outcome.append(exc)
-            # RuntimeError: the event loop is gone, so nobody waits for this dispatch any more.
+            # The token goes back only now: a thread abandoned at the timeout still counts until here.
+            # RuntimeError: the event loop is gone, and its limiter with it.
             with contextlib.suppress(RuntimeError):
-                anyio.from_thread.run_sync(done.set, token=token)
+                anyio.from_thread.run_sync(finished, token=token)
 
-        _workers.submit(send)
+        try:
+            _workers.submit(send)
+        except BaseException:  # no thread could be started: the token was never handed over
+            limiter.release_on_behalf_of(done)
+            raise
         await done.wait()
         [result] = outcome
         if isinstance(result, BaseException):

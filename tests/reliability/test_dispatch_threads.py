@@ -1,0 +1,291 @@
+"""Dispatch threads are bounded: a silent Celery broker cannot make the app start a thread per request.
+
+Found by review (issue 12, item 7): Celery dispatches to a broker that accepts connections and
+never answers started one OS thread each, and 300 requests made 341 threads. Here a Celery task
+whose `apply_async` blocks until the test releases it stands in for that broker.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from celery import Celery
+from celery import Task as CeleryTask
+from fastapi import FastAPI
+
+import fastapi_tasks._dispatch
+from fastapi_tasks import DispatchTask, Tasks, TasksScheduler, TaskStatus, add_tasks, register_dispatcher
+from fastapi_tasks._dispatch import _celery_dispatcher, dispatch_waiting_for
+from fastapi_tasks.dispatchers.celery import DEFAULT_MAX_THREADS, CeleryDispatcher, _workers
+from fastapi_tasks.errors import DispatchError
+
+pytestmark = pytest.mark.anyio
+
+TIMEOUT = 10.0
+DISPATCH_TIMEOUT = 0.5  # how long each dispatch waits; the broker never answers before the test ends
+
+
+class SilentBroker:
+    """Holds every `apply_async` until `release` is set, and counts the calls that got that far."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self._lock = threading.Lock()
+        self.calls = 0
+        self.refusal: Exception | None = None  # raised at once instead, like a broker that refuses connections
+
+    def enter(self) -> None:
+        with self._lock:
+            self.calls += 1
+        if self.refusal is not None:
+            raise self.refusal
+        self.release.wait(TIMEOUT)
+
+
+class SilentTask(CeleryTask):  # type: ignore[misc]  # Celery ships no types
+    """A Celery task whose broker never answers: `apply_async` blocks on the test's `SilentBroker`."""
+
+    broker: SilentBroker | None = None
+
+    def apply_async(self, args: Any = None, kwargs: Any = None, task_id: str | None = None, **options: Any) -> Any:
+        assert self.broker is not None, "the silent_broker fixture installs the broker"
+        self.broker.enter()
+        return self.AsyncResult(task_id)
+
+
+celery_app = Celery("silent-shop", broker="memory://", set_as_current=False)
+
+
+@celery_app.task(base=SilentTask, name="shop.send_receipt")  # type: ignore[untyped-decorator]  # Celery ships no types
+def send_receipt(order_id: int) -> None:
+    """Never runs here: the broker never takes it."""
+
+
+@pytest.fixture
+def silent_broker() -> Iterator[SilentBroker]:
+    broker = SilentBroker()
+    send_receipt.broker = broker
+    try:
+        yield broker
+    finally:
+        broker.release.set()  # no thread stays stuck past its test, however the test ended
+        send_receipt.broker = None
+
+
+@pytest.fixture
+def isolated_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dispatchers registered by the test are forgotten after it."""
+    monkeypatch.setattr(fastapi_tasks._dispatch, "_registered", [])
+    monkeypatch.setattr(fastapi_tasks._dispatch, "_by_type", {})
+
+
+async def threads_come_back(broker: SilentBroker, dispatcher: CeleryDispatcher) -> None:
+    """Let the stuck `apply_async` calls return; each thread gives its token back to the loop's limiter."""
+    broker.release.set()
+    assert await anyio.to_thread.run_sync(_workers.wait_idle, TIMEOUT), "a dispatch thread never came back"
+    assert dispatcher.limiter().borrowed_tokens == 0
+
+
+def broker_silent(timeout: float) -> str:
+    return f"no answer from the broker within {timeout:g} s"
+
+
+def no_thread(timeout: float, max_threads: int) -> str:
+    return (
+        f"no free dispatch thread within {timeout:g} s: all {max_threads} are busy sending to the broker "
+        "(bound their wait with the socket timeouts of Celery's broker_transport_options, "
+        "or allow more with CeleryDispatcher(max_threads=...))"
+    )
+
+
+def reasons(handles: list[DispatchTask]) -> list[str]:
+    """Why each dispatch failed: the end of its `DispatchError`'s message; every one must have timed out."""
+    found = []
+    for handle in handles:
+        assert handle.status is TaskStatus.FAILED, handle
+        exc = handle.exception
+        assert isinstance(exc, DispatchError)
+        assert exc.timed_out
+        assert (exc.job_name, exc.job_id, exc.backend) == ("shop.send_receipt", handle.job_id, "celery")
+        prefix = f"Could not dispatch 'shop.send_receipt' (job id {handle.job_id!r}, phase immediate) to celery: "
+        assert str(exc).startswith(prefix), str(exc)
+        found.append(str(exc).removeprefix(prefix).removesuffix("."))
+    return found
+
+
+@pytest.mark.usefixtures("isolated_registry")  # the built-in adapter, not one a docs sample registered
+async def test_a_silent_broker_holds_at_most_the_bound_of_threads_and_the_rest_fail_at_their_timeout(
+    silent_broker: SilentBroker,
+) -> None:
+    requests = DEFAULT_MAX_THREADS + 60
+    app = FastAPI()
+    add_tasks(app)
+    handles: list[DispatchTask] = []
+
+    @app.post("/orders/{order_id}")
+    async def place_order(order_id: int, tasks: Tasks) -> dict[str, str]:
+        receipt = tasks.task(dispatch_timeout=DISPATCH_TIMEOUT).enqueue(send_receipt, order_id)
+        handles.append(receipt)
+        return {"receipt": receipt.job_id}
+
+    threads_before = threading.active_count()
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://shop") as client:
+            for order_id in range(requests):
+                assert (await client.post(f"/orders/{order_id}")).status_code == 200
+            with anyio.fail_after(TIMEOUT):
+                for handle in handles:
+                    await handle.wait()
+            # Every dispatch has ended; the threads that reached the broker are still stuck in it.
+            threads_grown = threading.active_count() - threads_before
+            stuck = silent_broker.calls
+            failures = reasons(handles)
+            dispatcher = _celery_dispatcher()
+            assert isinstance(dispatcher, CeleryDispatcher)
+            await threads_come_back(silent_broker, dispatcher)
+
+            # With the broker answering again, a dispatch goes through at once.
+            await client.post("/orders/1000")
+            with anyio.fail_after(TIMEOUT):
+                await handles[-1].wait()
+
+    assert stuck == DEFAULT_MAX_THREADS
+    assert threads_grown <= DEFAULT_MAX_THREADS
+    assert sorted(failures) == sorted(
+        [broker_silent(DISPATCH_TIMEOUT)] * DEFAULT_MAX_THREADS
+        + [no_thread(DISPATCH_TIMEOUT, DEFAULT_MAX_THREADS)] * 60
+    )
+    assert handles[-1].status is TaskStatus.DISPATCHED
+    assert handles[-1].result.id == handles[-1].job_id
+
+
+@pytest.mark.usefixtures("isolated_registry")
+async def test_the_bound_is_set_by_registering_a_dispatcher_of_ones_own(silent_broker: SilentBroker) -> None:
+    dispatcher = CeleryDispatcher(max_threads=3)
+    register_dispatcher(dispatcher)
+    assert repr(dispatcher) == "<CeleryDispatcher max_threads=3>"
+
+    threads_before = threading.active_count()
+    async with anyio.create_task_group() as tg:
+        scheduler = TasksScheduler(tg)
+        handles = [scheduler.task(dispatch_timeout=0.2).enqueue(send_receipt, n) for n in range(10)]
+        with anyio.fail_after(TIMEOUT):
+            for handle in handles:
+                await handle.wait()
+        threads_grown = threading.active_count() - threads_before
+        assert dispatcher.limiter().borrowed_tokens == 3  # the stuck threads keep their tokens
+        await threads_come_back(silent_broker, dispatcher)
+
+    assert silent_broker.calls == 3
+    assert threads_grown <= 3
+    assert sorted(reasons(handles)) == sorted([broker_silent(0.2)] * 3 + [no_thread(0.2, 3)] * 7)
+
+
+@pytest.mark.parametrize("max_threads", [0, -1, 1.5, True, "4"])
+def test_the_bound_must_be_a_positive_int(max_threads: Any) -> None:
+    with pytest.raises(
+        ValueError,
+        match=rf"^CeleryDispatcher\(max_threads=\.\.\.\) must be a positive int, not {re.escape(repr(max_threads))}$",
+    ):
+        CeleryDispatcher(max_threads=max_threads)
+
+
+@pytest.mark.usefixtures("isolated_registry")
+async def test_a_thread_that_cannot_be_started_gives_its_token_back(
+    silent_broker: SilentBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_more_threads(call: Any) -> None:
+        raise RuntimeError("can't start new thread")
+
+    dispatcher = CeleryDispatcher(max_threads=1)
+    register_dispatcher(dispatcher)
+    monkeypatch.setattr(_workers, "submit", no_more_threads)
+    async with anyio.create_task_group() as tg:
+        handle = TasksScheduler(tg).enqueue(send_receipt, 1)
+        await handle.wait()
+        assert dispatcher.limiter().borrowed_tokens == 0
+
+    assert isinstance(handle.exception, DispatchError)
+    assert isinstance(handle.exception.__cause__, RuntimeError)
+    assert str(handle.exception).endswith(" to celery: RuntimeError.")
+    assert silent_broker.calls == 0
+
+
+@pytest.mark.usefixtures("isolated_registry")
+async def test_a_refused_dispatch_gives_its_thread_back_at_once(silent_broker: SilentBroker) -> None:
+    dispatcher = CeleryDispatcher(max_threads=1)
+    register_dispatcher(dispatcher)
+    silent_broker.refusal = ConnectionRefusedError(111, "Connection refused")
+    async with anyio.create_task_group() as tg:
+        scheduler = TasksScheduler(tg)
+        # One after the other through a single thread: each refusal frees it for the next dispatch.
+        handles: list[DispatchTask] = []
+        for n in range(3):
+            handle = scheduler.enqueue(send_receipt, n)
+            await handle.wait()
+            handles.append(handle)
+        assert dispatcher.limiter().borrowed_tokens == 0
+
+    assert silent_broker.calls == 3
+    for handle in handles:
+        assert isinstance(handle.exception, DispatchError)
+        assert not handle.exception.timed_out
+        assert isinstance(handle.exception.__cause__, ConnectionRefusedError)
+        assert str(handle.exception).endswith(" to celery: ConnectionRefusedError.")
+
+
+class SlotJob:
+    """A job of a queue whose adapter waits for a slot of its own, which never comes free."""
+
+    def __call__(self) -> None:
+        """The job's body, which a worker of that queue would run."""
+
+
+class SlotQueue:
+    backend = "slotq"
+    async_libraries = ("asyncio", "trio")
+
+    def accepts(self, job: object) -> bool:
+        return isinstance(job, SlotJob)
+
+    def job_name(self, job: SlotJob) -> str:
+        return "slots.job"
+
+    def job_signature(self, job: SlotJob) -> None:
+        return None
+
+    def new_job_id(self, job: SlotJob) -> str:
+        return "slot-1"
+
+    async def dispatch(self, job: SlotJob, job_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        dispatch_waiting_for("free slot")
+        await anyio.sleep_forever()
+
+    def round_trip(self, job: SlotJob, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+    async def run_as_worker(self, job: SlotJob, job_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+@pytest.mark.usefixtures("isolated_registry")
+async def test_an_adapter_names_what_its_dispatch_waited_for_when_the_timeout_struck() -> None:
+    register_dispatcher(SlotQueue())
+    dispatch_waiting_for("anything")  # outside a dispatch: nothing to tell, nothing happens
+    async with anyio.create_task_group() as tg:
+        handle = TasksScheduler(tg).task(dispatch_timeout=0.01).enqueue(SlotJob())
+        await handle.wait()
+
+    assert isinstance(handle.exception, DispatchError)
+    assert str(handle.exception) == (
+        "Could not dispatch 'slots.job' (job id 'slot-1', phase immediate) to slotq: no free slot within 0.01 s."
+    )
