@@ -24,6 +24,7 @@ from fastapi_tasks.errors import FastAPITasksError, FastAPITasksUninitializedApp
 from fastapi_tasks.tasks import TasksBatch
 
 from ._assertions import RecordQueries, TaskSpec, matches_task
+from ._background import BackgroundTaskRecord, hook_background_tasks, unhook_background_tasks
 from ._dispatch import DispatchQueries, DispatchRecorder
 from ._records import RequestInfo, TaskRecord
 
@@ -178,6 +179,15 @@ class RecordingScheduler(DispatchRecorder, TasksScheduler, RecordQueries):
         self._records.append(record)
         return record
 
+    def _record_background(
+        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], request: RequestInfo
+    ) -> BackgroundTaskRecord:
+        # A task added to FastAPI's BackgroundTasks (see _background.py).
+        _check_arguments(func, args, kwargs)
+        record = BackgroundTaskRecord(self, func, args, kwargs, request, next(self._seq))
+        self._records.append(record)
+        return record
+
     def _new_task(
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], config: TaskConfig, phase: Phase
     ) -> Task[..., Any]:
@@ -228,8 +238,9 @@ class RecordingScheduler(DispatchRecorder, TasksScheduler, RecordQueries):
             if not pending:
                 return ran
             for record in pending:
-                await run_task(record)
-                ran.append(record)
+                if record.status is TaskStatus.PENDING:  # a BackgroundTasks task after one that failed is discarded
+                    await run_task(record)
+                    ran.append(record)
         names = ", ".join(sorted({repr(r.name) for r in self.records if r.status is TaskStatus.PENDING}))
         raise RuntimeError(
             f"run_pending() gave up after {_MAX_PASSES:,} passes: the tasks it runs keep scheduling more "
@@ -295,9 +306,12 @@ class RecordingScheduler(DispatchRecorder, TasksScheduler, RecordQueries):
     def install(self, app: FastAPI) -> None:
         """Override the `Tasks` dependency of `app` and of the FastAPI apps mounted in it until `uninstall()`.
 
+        Their requests' FastAPI `BackgroundTasks` are recorded too.
+
         Raises:
             TypeError: `app` is not a FastAPI app.
-            FastAPITasksError: the recorder is already installed on an app.
+            FastAPITasksError: the recorder is already installed on an app, or the app uses
+                `BackgroundTasks` and the installed FastAPI creates them where the recorder cannot see.
         """
         if not isinstance(app, FastAPI):
             raise TypeError(f"tasks_recorder.install() needs a FastAPI app, not {app!r}")
@@ -305,10 +319,12 @@ class RecordingScheduler(DispatchRecorder, TasksScheduler, RecordQueries):
             raise FastAPITasksError(
                 f"The recorder is already installed on {self.app!r}; call uninstall() before installing it again."
             )
+        apps = _apps_served_by(app)
+        hook_background_tasks(self, apps)  # first: it may refuse, and nothing is changed then
         if self._explicit_config is None:
             self.config = getattr(app.state, CONFIG_KEY, None) or TaskConfig()
         # A mounted FastAPI app resolves its dependencies with its own overrides, not its parent's.
-        for target in _apps_served_by(app):
+        for target in apps:
             overrides = target.dependency_overrides
             self._previous_overrides.append(
                 (target, get_tasks_scheduler in overrides, overrides.get(get_tasks_scheduler))
@@ -317,7 +333,11 @@ class RecordingScheduler(DispatchRecorder, TasksScheduler, RecordQueries):
         self.app = app
 
     def uninstall(self) -> None:
-        """Restore the previous `Tasks` override (or its absence) of the app and of its mounted apps."""
+        """Restore the previous `Tasks` override (or its absence) of the app and of its mounted apps.
+
+        Their `BackgroundTasks` are no longer recorded; FastAPI's own class is back once no recorder is installed.
+        """
+        unhook_background_tasks(self)
         while self._previous_overrides:
             target, had_override, previous = self._previous_overrides.pop()
             if had_override:

@@ -7,7 +7,7 @@ import functools
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi_tasks import Phase, Task, TaskConfig, TaskStatus
 from fastapi_tasks._runner import is_async_callable
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["RequestInfo", "TaskRecord"]
 
 _request_ids = itertools.count(1)
+_SCOPE_KEY = "fastapi_tasks_testing.request"
 
 
 @dataclass(frozen=True)
@@ -43,10 +44,18 @@ class RequestInfo:
 
     @classmethod
     def from_scope(cls, scope: Scope) -> RequestInfo:
-        """Describe the request of an ASGI scope."""
+        """Describe the request of an ASGI scope; the same scope always gets the same `RequestInfo`.
+
+        (A request's `Tasks` and its `BackgroundTasks` are recorded apart, but are one request.)
+        """
+        info = scope.get(_SCOPE_KEY)
+        if isinstance(info, RequestInfo):
+            return info
         method = "WEBSOCKET" if scope["type"] == "websocket" else scope.get("method", "GET")
         route = scope.get("route")
-        return cls(method=method, path=scope.get("path", ""), route=getattr(route, "name", None), id=next(_request_ids))
+        info = cls(method=method, path=scope.get("path", ""), route=getattr(route, "name", None), id=next(_request_ids))
+        scope[_SCOPE_KEY] = info
+        return info
 
 
 def _now() -> dt.datetime:
@@ -69,9 +78,11 @@ class TaskRecord(Task[..., Any]):
         "handled",
         "on_error_calls",
         "order",
+        "reason",
         "request",
         "scheduled_at",
         "seq",
+        "source",
         "started_at",
     )
 
@@ -97,6 +108,8 @@ class TaskRecord(Task[..., Any]):
         self.on_error_calls: list[tuple[Task[..., Any], Exception]] = []
         # Whether a test asserted on this record's failure (then teardown does not report it).
         self.handled = False
+        self.source: Literal["Tasks", "BackgroundTasks"] = "Tasks"
+        self.reason: str | None = None
 
     def __repr__(self) -> str:
         return f"<TaskRecord #{self.seq} {self.phase.value} {self.name!r} {self.status.value}>"

@@ -41,12 +41,14 @@ def format_call(name: str, args: Sequence[Any], kwargs: dict[str, Any]) -> str:
 
 
 def outcome(record: TaskRecord) -> str:
-    """The record's status, with the exception for a failed task."""
+    """The record's status, with the exception for a failed task, or why a task never ran when that is known."""
     if record.exception is not None:
         description = one_line(describe_exception(record.exception))
         if len(description) > _MAX_EXCEPTION:
             description = description[: _MAX_EXCEPTION - 3] + "..."
         return f"{record.status.value} ({description})"
+    if record.reason is not None:
+        return f"{record.status.value} ({one_line(record.reason)})"
     return record.status.value
 
 
