@@ -8,6 +8,7 @@
   a block without a title is executed on its own.
 - A few samples show pytest's output; `test_report_texts_match_pytest_output` checks them against
   a real run.
+- Samples fit the width of the site's code blocks (`test_samples_fit_the_site_width`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ RUN_ARGS = ("-p", "no:randomly", "-p", "no:cacheprovider")
 FENCE = re.compile(r"^(?P<indent> *)```(?P<lang>\w*)(?P<info>[^\n]*)\n(?P<body>.*?)^(?P=indent)```\s*$", re.M | re.S)
 TITLE = re.compile(r'title="(?P<title>[^"]+)"')
 INCLUDE = re.compile(r'^\s*--8<--\s+"(?P<path>[^"]+)"\s*$', re.M)
+# The site shows about 80 columns of code; a longer line would scroll sideways. ruff holds the Python
+# samples to it (docs/ruff.toml), the test below every other sample. Console output is the exception:
+# it is shown as printed, in a block with the `wrap` class (``` { .text .wrap }), whose long lines
+# wrap (docs/stylesheets/extra.css) as a terminal of that width would wrap them.
+SITE_COLUMNS = 80
+WRAP = re.compile(r"\{[^}]*\.wrap\b[^}]*\}")
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,7 @@ class Block:
     lang: str
     title: str | None
     body: str
+    info: str = ""
 
     @property
     def includes(self) -> list[str]:
@@ -67,7 +75,7 @@ def blocks(page: Path) -> list[Block]:
         body = "".join(line[indent:] for line in match["body"].splitlines(keepends=True))
         title = TITLE.search(match["info"])
         line = text.count("\n", 0, match.start()) + 1
-        found.append(Block(page, line, match["lang"], title and title["title"], body))
+        found.append(Block(page, line, match["lang"], title and title["title"], body, match["info"]))
     return found
 
 
@@ -185,3 +193,29 @@ def test_report_texts_match_pytest_output(pytester: pytest.Pytester) -> None:
         expected = (topic / name).read_text(encoding="utf-8").strip()
         for line in expected.splitlines():
             assert line.rstrip() in output, f"docs/snippets/_reports/{name}: {line!r} is not in pytest's output"
+
+
+def test_samples_fit_the_site_width() -> None:
+    too_wide = []
+    wrapped = set()
+    for page in sorted(DOCS.rglob("*.md")):
+        for block in blocks(page):
+            targets = {include.partition(":")[0] for include in block.includes}
+            if WRAP.search(block.info):
+                wrapped |= targets
+                continue
+            too_wide += [
+                f"{block} +{number}: {len(line)} columns"
+                for number, line in enumerate(block.body.splitlines(), start=1)
+                if len(line) > SITE_COLUMNS and not INCLUDE.match(line)
+            ]
+    for path in source_files(SNIPPETS):
+        if str(path.relative_to(SNIPPETS)) in wrapped:
+            continue
+        lines = path.read_text(encoding="utf-8").splitlines()
+        too_wide += [
+            f"{path.relative_to(ROOT)}:{number}: {len(line)} columns"
+            for number, line in enumerate(lines, start=1)
+            if len(line) > SITE_COLUMNS
+        ]
+    assert not too_wide, f"wider than the site's {SITE_COLUMNS} columns:\n" + "\n".join(too_wide)

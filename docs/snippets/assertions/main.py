@@ -16,10 +16,12 @@ def index_post(post_id: str) -> None: ...
 
 
 def notify_followers(tasks: TasksScheduler, author: str) -> None:
-    """Code that takes a scheduler can be unit-tested with a RecordingScheduler, without an app."""
+    """Takes a scheduler: a unit test can pass a RecordingScheduler, no app."""
     trace_id = uuid.uuid4().hex
     for follower in FOLLOWERS[author]:
-        tasks.after_response.schedule(send_push, follower, text=f"{author} posted", trace_id=trace_id)
+        tasks.after_response.schedule(
+            send_push, follower, text=f"{author} posted", trace_id=trace_id
+        )
 
 
 @app.post("/posts/{author}")

@@ -14,13 +14,20 @@ def app() -> FastAPI:
 
 
 # --8<-- [start:scheduled]
-def test_publishing_notifies_each_follower(app: FastAPI, tasks_recorder: RecordingScheduler) -> None:
+def test_publishing_notifies_each_follower(
+    app: FastAPI, tasks_recorder: RecordingScheduler
+) -> None:
     post_id = TestClient(app).post("/posts/ada").json()["id"]
 
-    # By function or by task name; arguments compare with ==, so unittest.mock.ANY matches anything.
+    # By function or by task name. Arguments compare with ==, so
+    # unittest.mock.ANY matches anything.
     tasks_recorder.assert_scheduled_once("index", post_id, phase="after_route")
-    tasks_recorder.assert_scheduled(main.send_push, "grace", text="ada posted", trace_id=ANY)
-    tasks_recorder.assert_scheduled(main.send_push, "linus", text=ANY, trace_id=ANY, phase="after_response")
+    tasks_recorder.assert_scheduled(
+        main.send_push, "grace", text="ada posted", trace_id=ANY
+    )
+    tasks_recorder.assert_scheduled(
+        main.send_push, "linus", text=ANY, trace_id=ANY, phase="after_response"
+    )
     tasks_recorder.assert_not_scheduled(main.send_push, phase="immediate")
     tasks_recorder.assert_order("index", main.send_push)
 
@@ -34,7 +41,9 @@ def test_the_records(app: FastAPI, tasks_recorder: RecordingScheduler) -> None:
     client.post("/posts/ada")
     client.post("/posts/grace")
 
-    pushes = tasks_recorder.filter(main.send_push, phase="after_response", status="succeeded")
+    pushes = tasks_recorder.filter(
+        main.send_push, phase="after_response", status="succeeded"
+    )
     assert [push.args for push in pushes] == [("grace",), ("linus",)]
     assert pushes[0].kwargs["trace_id"] == pushes[1].kwargs["trace_id"]
     assert pushes[0].request is not None
@@ -56,8 +65,11 @@ def test_notify_followers_without_an_app() -> None:
 
     main.notify_followers(scheduler, "ada")
 
-    record = assert_scheduled(scheduler, main.send_push, "grace", text="ada posted", trace_id=ANY)
-    assert record.status == "pending"  # outside a request, tasks wait for run_pending()
+    record = assert_scheduled(
+        scheduler, main.send_push, "grace", text="ada posted", trace_id=ANY
+    )
+    # Outside a request, tasks wait for run_pending().
+    assert record.status == "pending"
     scheduler.run_pending_sync()
     assert record.status == "succeeded"
 

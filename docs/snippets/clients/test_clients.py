@@ -7,16 +7,23 @@ from fastapi_tasks_testing import RecordingScheduler
 import main
 
 
-def test_with_testclient(app: FastAPI, tasks_recorder: RecordingScheduler) -> None:
+def test_with_testclient(
+    app: FastAPI, tasks_recorder: RecordingScheduler
+) -> None:
     assert TestClient(app).get("/").json() == {"hello": "world"}
 
     tasks_recorder.assert_succeeded(main.track, "home viewed")
 
 
 @pytest.mark.anyio
-async def test_with_asyncclient(app: FastAPI, tasks_recorder: RecordingScheduler) -> None:
-    transport = httpx.ASGITransport(app=app)  # no lifespan manager needed with the recorder
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+async def test_with_asyncclient(
+    app: FastAPI, tasks_recorder: RecordingScheduler
+) -> None:
+    # No lifespan manager needed with the recorder.
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://test"
+    ) as client:
         assert (await client.get("/")).json() == {"hello": "world"}
 
     tasks_recorder.assert_succeeded(main.track, "home viewed")

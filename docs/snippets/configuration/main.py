@@ -16,7 +16,7 @@ async def mark_unpaid(task: Task[..., Any], exc: Exception) -> None:
 
 
 app = FastAPI()
-# Every task inherits these settings; a task's own settings are merged over them.
+# Every task inherits these settings; its own settings are merged over them.
 add_tasks(app, config=TaskConfig(on_error=alert_ops))
 
 
@@ -28,11 +28,14 @@ async def capture_payment(order_id: int) -> None: ...
 
 @app.put("/users/{user_id}/avatar")
 async def upload_avatar(user_id: int, tasks: Tasks) -> None:
-    # Named "resize-avatar" in logs and test reports; on_error is inherited: alert_ops.
-    tasks.after_response.task(name="resize-avatar").schedule(resize_avatar, user_id)
+    # Named "resize-avatar" in logs and test reports; on_error is inherited.
+    resize = tasks.after_response.task(name="resize-avatar")
+    resize.schedule(resize_avatar, user_id)
 
 
 @app.post("/orders/{order_id}/pay")
 async def pay(order_id: int, tasks: Tasks) -> None:
-    capture = tasks.after_response.task(name="capture-payment", shield=True, on_error=mark_unpaid)
+    capture = tasks.after_response.task(
+        name="capture-payment", shield=True, on_error=mark_unpaid
+    )
     capture.schedule(capture_payment, order_id)

@@ -23,6 +23,8 @@ def report(task: Task[..., Any], exc: Exception) -> None: ...
 async def place_order(order_id: int, tasks: Tasks) -> None:
     # --8<-- [start:calls]
     tasks.task(name="warm-cache").schedule(warm_cache, f"order:{order_id}")
-    tasks.after_route.task(on_error=report).schedule(write_audit_entry, "order placed")
+    tasks.after_route.task(on_error=report).schedule(
+        write_audit_entry, "order placed"
+    )
     tasks.after_response.task(shield=True).schedule(capture_payment, order_id)
     # --8<-- [end:calls]

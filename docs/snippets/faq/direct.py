@@ -14,6 +14,6 @@ async def rebuild_thumbnails(album: str) -> None: ...
 
 @app.post("/albums/{album}/rebuild")
 async def rebuild(album: str, request: Request) -> None:
-    # Without the Tasks dependency: a scheduler on the app's task group, kept by its lifespan.
+    # No Tasks dependency: a scheduler on the task group of the app's lifespan.
     scheduler = TasksScheduler(request.state.fastapi_tasks_tg)
     started.append(scheduler.schedule(rebuild_thumbnails, album))

@@ -15,5 +15,9 @@ def test_chat(app: FastAPI, tasks_recorder: RecordingScheduler) -> None:
     with TestClient(app).websocket_connect("/rooms/lobby") as ws:
         ws.send_text("hello")
 
-    tasks_recorder.assert_scheduled_once(websocket.store_message, "lobby", "hello", phase="immediate")
-    tasks_recorder.assert_scheduled_once(websocket.close_room, "lobby", phase="after_route")
+    tasks_recorder.assert_scheduled_once(
+        websocket.store_message, "lobby", "hello", phase="immediate"
+    )
+    tasks_recorder.assert_scheduled_once(
+        websocket.close_room, "lobby", phase="after_route"
+    )

@@ -16,5 +16,5 @@ async def chat(websocket: WebSocket, room: str, tasks: Tasks) -> None:
     await websocket.accept()
     text = await websocket.receive_text()
     tasks.schedule(store_message, room, text)  # starts now
-    tasks.after_route.schedule(close_room, room)  # starts when this handler returns
+    tasks.after_route.schedule(close_room, room)  # when this handler returns
     await websocket.close()

@@ -22,5 +22,6 @@ async def send_invoice(order_id: int) -> None: ...
 
 @app.post("/orders/{order_id}/checkout")
 async def checkout(order_id: int, tasks: Tasks) -> None:
-    tasks.after_response.task(name="charge", on_error=refund).schedule(charge_card, order_id, 1999)
+    charge = tasks.after_response.task(name="charge", on_error=refund)
+    charge.schedule(charge_card, order_id, 1999)
     tasks.after_response.schedule(send_invoice, order_id)

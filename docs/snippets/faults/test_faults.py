@@ -13,7 +13,9 @@ def app() -> FastAPI:
 
 
 # --8<-- [start:fail]
-def test_a_declined_card_is_refunded(app: FastAPI, tasks_recorder: RecordingScheduler) -> None:
+def test_a_declined_card_is_refunded(
+    app: FastAPI, tasks_recorder: RecordingScheduler
+) -> None:
     tasks_recorder.fail("charge", RuntimeError("card declined"))
 
     TestClient(app).post("/orders/7/checkout")
@@ -22,18 +24,22 @@ def test_a_declined_card_is_refunded(app: FastAPI, tasks_recorder: RecordingSche
     assert task.args == (7, 1999)
     assert str(exc) == "card declined"
     assert main.refunds == [7]
-    tasks_recorder.assert_succeeded(main.send_invoice, 7)  # the other tasks were not disturbed
+    # The other tasks were not disturbed.
+    tasks_recorder.assert_succeeded(main.send_invoice, 7)
 
 
 # --8<-- [end:fail]
 
 
 # --8<-- [start:replace]
-def test_checkout_with_a_fake_provider(app: FastAPI, tasks_recorder: RecordingScheduler) -> None:
+def test_checkout_with_a_fake_provider(
+    app: FastAPI, tasks_recorder: RecordingScheduler
+) -> None:
     async def fake_charge(order_id: int, amount_cents: int) -> str:
         return f"ch_{order_id}_{amount_cents}"
 
-    tasks_recorder.replace(main.charge_card, fake_charge)  # same arguments, different body
+    # Same arguments, another body.
+    tasks_recorder.replace(main.charge_card, fake_charge)
 
     TestClient(app).post("/orders/7/checkout")
 
@@ -45,8 +51,11 @@ def test_checkout_with_a_fake_provider(app: FastAPI, tasks_recorder: RecordingSc
 
 # --8<-- [start:allow]
 @pytest.mark.tasks_recorder(mode="record")
-def test_only_the_invoice_runs(app: FastAPI, tasks_recorder: RecordingScheduler) -> None:
-    tasks_recorder.allow(main.send_invoice)  # in record mode, run these and only record the rest
+def test_only_the_invoice_runs(
+    app: FastAPI, tasks_recorder: RecordingScheduler
+) -> None:
+    # In record mode: run these, only record the rest.
+    tasks_recorder.allow(main.send_invoice)
 
     TestClient(app).post("/orders/7/checkout")
 

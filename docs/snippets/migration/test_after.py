@@ -16,7 +16,11 @@ def app() -> FastAPI:
     return after.app
 
 
-def test_signup_sends_the_email_after_the_response(app: FastAPI, tasks_recorder: RecordingScheduler) -> None:
+def test_signup_sends_the_email_after_the_response(
+    app: FastAPI, tasks_recorder: RecordingScheduler
+) -> None:
     TestClient(app).post("/signup/a@b.c")
 
-    tasks_recorder.assert_scheduled_once(after.send_email, "a@b.c", phase="after_response")
+    tasks_recorder.assert_scheduled_once(
+        after.send_email, "a@b.c", phase="after_response"
+    )

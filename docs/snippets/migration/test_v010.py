@@ -11,7 +11,9 @@ def app() -> FastAPI:
     return v010.app
 
 
-def test_update_user_syncs_the_crm(app: FastAPI, tasks_recorder: RecordingScheduler) -> None:
+def test_update_user_syncs_the_crm(
+    app: FastAPI, tasks_recorder: RecordingScheduler
+) -> None:
     TestClient(app).post("/users/42")
 
     record = tasks_recorder.assert_succeeded("sync-crm", 42)

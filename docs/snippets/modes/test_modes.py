@@ -37,14 +37,18 @@ def test_record_mode(app: FastAPI, tasks_recorder: RecordingScheduler) -> None:
 
     tasks_recorder.run_pending_sync(phase="after_route")  # just the audit entry
     assert record.status == "pending"
-    tasks_recorder.run_pending_sync()  # everything still pending, phase by phase
+    tasks_recorder.run_pending_sync()  # all that is pending, phase by phase
     assert main.sent == ["a@b.c"]
 
 
 @pytest.mark.anyio
 @pytest.mark.tasks_recorder(mode="record")
-async def test_record_mode_in_an_async_test(app: FastAPI, tasks_recorder: RecordingScheduler) -> None:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+async def test_record_mode_in_an_async_test(
+    app: FastAPI, tasks_recorder: RecordingScheduler
+) -> None:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test"
+    ) as client:
         await client.post("/invite/a@b.c")
 
     ran = await tasks_recorder.run_pending()
@@ -57,11 +61,16 @@ async def test_record_mode_in_an_async_test(app: FastAPI, tasks_recorder: Record
 # --8<-- [start:spy]
 @pytest.mark.anyio
 @pytest.mark.tasks_recorder(mode="spy")
-async def test_spy_mode(app: FastAPI, tasks_recorder: RecordingScheduler) -> None:
+async def test_spy_mode(
+    app: FastAPI, tasks_recorder: RecordingScheduler
+) -> None:
     # The app's real scheduler runs the tasks, so its lifespan must run.
     async with (
         LifespanManager(app) as manager,
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://test") as client,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app),
+            base_url="http://test",
+        ) as client,
     ):
         await client.post("/invite/a@b.c")
         await tasks_recorder.drain()  # wait until every recorded task has ended

@@ -16,7 +16,10 @@ async def send_receipt(order_id: int) -> None: ...
 
 @app.post("/orders/{order_id}")
 async def place_order(order_id: int, tasks: Tasks) -> dict[str, int]:
-    tasks.schedule(reserve_stock, order_id)  # starts now, while this function runs
-    tasks.after_route.schedule(write_audit_entry, order_id)  # when this function returns
-    tasks.after_response.schedule(send_receipt, order_id)  # once the client has the response
+    # Starts now, while this function runs:
+    tasks.schedule(reserve_stock, order_id)
+    # Starts when this function returns:
+    tasks.after_route.schedule(write_audit_entry, order_id)
+    # Starts once the client has the response:
+    tasks.after_response.schedule(send_receipt, order_id)
     return {"order": order_id}

@@ -11,7 +11,9 @@ def app() -> FastAPI:
     return main.app
 
 
-def test_the_three_phases(app: FastAPI, tasks_recorder: RecordingScheduler) -> None:
+def test_the_three_phases(
+    app: FastAPI, tasks_recorder: RecordingScheduler
+) -> None:
     TestClient(app).post("/orders/7")
 
     assert tasks_recorder.timeline() == (
@@ -20,4 +22,6 @@ def test_the_three_phases(app: FastAPI, tasks_recorder: RecordingScheduler) -> N
         "2  after_route     write_audit_entry(7)  succeeded  POST /orders/7\n"
         "3  after_response  send_receipt(7)       succeeded  POST /orders/7"
     )
-    tasks_recorder.assert_order(main.reserve_stock, main.write_audit_entry, main.send_receipt)
+    tasks_recorder.assert_order(
+        main.reserve_stock, main.write_audit_entry, main.send_receipt
+    )

@@ -14,7 +14,7 @@ async def send_email(to: str) -> None:
 
 
 def audit(event: str, email: str) -> None:
-    audit_log.append(f"{event}: {email}")  # sync functions run in a worker thread
+    audit_log.append(f"{event}: {email}")  # sync: runs in a worker thread
 
 
 class SignUp(BaseModel):

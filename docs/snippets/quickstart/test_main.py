@@ -4,6 +4,7 @@ from fastapi.testclient import TestClient
 from fastapi_tasks_testing import RecordingScheduler
 
 import main
+from main import audit, send_email
 
 
 @pytest.fixture
@@ -12,10 +13,11 @@ def app() -> FastAPI:
 
 
 def test_signup(app: FastAPI, tasks_recorder: RecordingScheduler) -> None:
-    response = TestClient(app).post("/signup", json={"email": "a@b.c"})
+    email = "a@b.c"
+    response = TestClient(app).post("/signup", json={"email": email})
 
     assert response.status_code == 200
-    tasks_recorder.assert_scheduled(main.send_email, "a@b.c", phase="after_response")
-    tasks_recorder.assert_scheduled(main.audit, "signup", "a@b.c", phase="after_route")
-    tasks_recorder.assert_order(main.audit, main.send_email)
-    assert main.sent == ["a@b.c"]  # the tasks ran: no sleep needed
+    tasks_recorder.assert_scheduled(send_email, email, phase="after_response")
+    tasks_recorder.assert_scheduled(audit, "signup", email, phase="after_route")
+    tasks_recorder.assert_order(audit, send_email)
+    assert main.sent == [email]  # the tasks ran: no sleep needed

@@ -13,14 +13,20 @@ def app() -> FastAPI:
     return shop_app
 
 
-def test_an_order_sends_its_receipt_after_the_response(tasks_recorder: RecordingScheduler) -> None:
+def test_an_order_sends_its_receipt_after_the_response(
+    tasks_recorder: RecordingScheduler,
+) -> None:
     response = TestClient(shop_app).post("/orders/42")
 
-    record = tasks_recorder.assert_dispatched(send_receipt, 42, phase="after_response")
+    record = tasks_recorder.assert_dispatched(
+        send_receipt, 42, phase="after_response"
+    )
     assert response.json() == {"order": 42, "receipt_job": record.job_id}
 
 
-def test_a_declined_order_sends_nothing(tasks_recorder: RecordingScheduler) -> None:
+def test_a_declined_order_sends_nothing(
+    tasks_recorder: RecordingScheduler,
+) -> None:
     response = TestClient(shop_app).post("/orders/13")
 
     assert response.status_code == 402
@@ -30,11 +36,15 @@ def test_a_declined_order_sends_nothing(tasks_recorder: RecordingScheduler) -> N
 def test_the_receipt_job_itself(tasks_recorder: RecordingScheduler) -> None:
     response = TestClient(shop_app).post("/orders/42")
 
-    [record] = tasks_recorder.run_dispatched_sync()  # runs send_receipt(42) here, as its worker would
-    assert record.job_result == f"receipt 42, key {response.json()['receipt_job']}"
+    # Runs send_receipt(42) here, as its worker would.
+    [record] = tasks_recorder.run_dispatched_sync()
+    job_id = response.json()["receipt_job"]
+    assert record.job_result == f"receipt 42, key {job_id}"
 
 
-def test_a_broker_outage_does_not_fail_the_order(tasks_recorder: RecordingScheduler) -> None:
+def test_a_broker_outage_does_not_fail_the_order(
+    tasks_recorder: RecordingScheduler,
+) -> None:
     tasks_recorder.fail_dispatch(send_receipt, ConnectionError("broker down"))
 
     response = TestClient(shop_app).post("/orders/42")

@@ -2,7 +2,8 @@ from fastapi import FastAPI
 from fastapi_tasks import Tasks, add_tasks
 
 app = FastAPI()
-# At shutdown, running tasks get up to 30 seconds to finish; then the unshielded ones are cancelled.
+# At shutdown, running tasks get up to 30 seconds to finish; then the
+# unshielded ones are cancelled.
 add_tasks(app, shutdown_timeout=30)
 
 
@@ -14,7 +15,8 @@ async def send_receipt(order_id: int) -> None: ...
 
 @app.post("/orders/{order_id}")
 async def place_order(order_id: int, tasks: Tasks) -> None:
-    # Shielded: never cancelled. A deploy in the middle must not leave an order half paid.
+    # Shielded: never cancelled. A deploy must not leave an order half paid.
     tasks.after_response.task(shield=True).schedule(capture_payment, order_id)
-    # Not shielded: a receipt can be re-sent, so it is cancelled if the grace period runs out.
+    # Not shielded: a receipt can be sent again, so it is cancelled if the
+    # grace period runs out.
     tasks.after_response.schedule(send_receipt, order_id)

@@ -17,7 +17,8 @@ def test_shutdown_finishes_shielded_tasks_and_cancels_the_rest(
 ) -> None:
     TestClient(app).post("/orders/7")
 
-    tasks_recorder.shutdown_sync()  # `await tasks_recorder.shutdown()` in an async test
+    # In an async test: await tasks_recorder.shutdown()
+    tasks_recorder.shutdown_sync()
 
     tasks_recorder.assert_succeeded(main.capture_payment, 7)
     tasks_recorder.assert_cancelled(main.send_receipt, 7)

@@ -13,7 +13,9 @@ def app() -> FastAPI:
     return main.app
 
 
-def test_sync_and_async_tasks(app: FastAPI, tasks_recorder: RecordingScheduler) -> None:
+def test_sync_and_async_tasks(
+    app: FastAPI, tasks_recorder: RecordingScheduler
+) -> None:
     client = TestClient(app)
 
     client.put("/blobs/a", params={"data": "hello"})
