@@ -1,0 +1,631 @@
+"""Running one scenario in one engine, and comparing what the two engines saw.
+
+A scenario is a small app, built fresh for every run by a factory that gets a `Probe`, and a
+request script. The app's endpoints keep the handle of every task they schedule
+(`probe.keep(tasks.schedule(...))`) and its tasks report what they observed (`probe.see(...)`).
+An engine runs the app's lifespan, the script, then waits on every kept handle; the outcome is a
+plain dict of what happened: each request's response, and for each task its phase, status,
+exception, result, effective config and observations.
+
+- "production": the app as it is, its lifespan running; after the script, the engine waits on
+  every kept handle (up to `HANG_GUARD` seconds: a task still pending or running then is reported).
+- "recorder": the same, with `RecordingScheduler(mode="run")` installed on it, except that nothing
+  is waited for: run mode promises that every task of a request has ended when the client's call
+  returns, so a task that has not is a difference.
+
+The engines run in the test's own event loop (httpx's `ASGITransport`, driven by
+`asgi_lifespan.LifespanManager`), or for WebSocket scenarios through Starlette's `TestClient`
+(which runs the lifespan and the app in an event loop of its own, on the test's backend).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import logging
+import pprint
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal, TypeAlias, TypeVar
+
+import anyio
+import anyio.abc
+import anyio.to_thread
+import httpx
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fastapi_tasks import Task, TaskConfig, add_tasks
+from fastapi_tasks._runner import callable_name
+from fastapi_tasks_testing import RecordingScheduler
+
+from ._differences import ACCEPTED_DIFFERENCES
+
+__all__ = [
+    "HANG_GUARD",
+    "AsyncScript",
+    "Backend",
+    "Client",
+    "Engine",
+    "Outcome",
+    "Probe",
+    "Scenario",
+    "SyncClient",
+    "SyncScript",
+    "compare",
+    "new_app",
+    "run_scenario",
+    "statuses",
+    "task_outcome",
+]
+
+Backend: TypeAlias = Literal["asyncio", "trio"]
+Engine: TypeAlias = Literal["production", "recorder"]
+Outcome: TypeAlias = dict[str, Any]
+"""What one run saw: `requests` (as the client saw them), `sent` (the statuses the app sent), `tasks`
+(name -> fields), `notes`, `logs` (line -> count), and `hung` or `lifespan` when something never
+ended or the app's lifespan failed."""
+
+TaskT = TypeVar("TaskT", bound=Task[..., Any])
+
+HANG_GUARD = 2.0
+"""Seconds a script, or the wait for its tasks, may take before the run is reported as hung.
+
+Every scenario ends in milliseconds when nothing is wrong; nothing here waits on a clock otherwise.
+"""
+
+
+class Probe:
+    """What an app under test reports: the tasks it scheduled, what they observed, its responses."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, Task[..., Any]] = {}
+        self.seen: dict[str, dict[str, object]] = {}
+        self.notes: dict[str, object] = {}
+        self.requests: list[str] = []
+        self.hung: list[str] = []
+        self.responses_sent = 0
+        self.sent: list[str] = []
+        """The status of each response the app started, as the server saw it (the client may see an exception)."""
+        """Responses whose last body message the server was handed (see `new_app`)."""
+        self.running = 0
+        self.most_running = 0
+        self._signals: dict[str, anyio.Event] = {}
+
+    def keep(self, task: TaskT) -> TaskT:
+        """Keep the handle that `schedule()` returned, under the task's short name (unique in a scenario)."""
+        name = short_name(task.name)
+        if self.tasks.get(name, task) is not task:
+            raise AssertionError(f"two tasks named {name!r} in one scenario: name them apart with task(name=...)")
+        self.tasks[name] = task
+        return task
+
+    def see(self, task_name: str, **observed: object) -> None:
+        """Note what the task `task_name` observed (whether a session was closed, say)."""
+        self.seen.setdefault(task_name, {}).update(observed)
+
+    def note(self, key: str, value: object) -> None:
+        """Note something about the scenario as a whole."""
+        self.notes[key] = value
+
+    def signal(self, name: str) -> anyio.Event:
+        """The event called `name`, shared by the app and its script (made on first use, in the event loop)."""
+        if name not in self._signals:
+            self._signals[name] = anyio.Event()
+        return self._signals[name]
+
+    @contextmanager
+    def running_task(self) -> Iterator[None]:
+        """Count a task body as running while in the block (for `notes.most_running_at_once`)."""
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        try:
+            yield
+        finally:
+            self.running -= 1
+
+
+def short_name(name: str) -> str:
+    """`build.<locals>.audit` -> `audit`: task names as a scenario spells them."""
+    return name.rsplit(".", 1)[-1]
+
+
+# --- apps ----------------------------------------------------------------------------------------
+
+
+class _ResponseSentCounter:
+    """Counts the responses whose last body message was handed to the server."""
+
+    def __init__(self, app: ASGIApp, probe: Probe) -> None:
+        self.app = app
+        self.probe = probe
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def counting_send(message: Message) -> None:
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                self.probe.responses_sent += 1
+
+        await self.app(scope, receive, counting_send)
+
+
+class _SentStatuses:
+    """Around the whole app, as a server sees it: notes the status of every response the app started."""
+
+    def __init__(self, app: ASGIApp, probe: Probe) -> None:
+        self.app = app
+        self.probe = probe
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def noting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.probe.sent.append(f"{scope['method']} {scope['path']}: {message['status']}")
+            await send(message)
+
+        await self.app(scope, receive, noting_send)
+
+
+def new_app(
+    probe: Probe, *, tasks: bool = True, config: TaskConfig | None = None, app: FastAPI | None = None
+) -> FastAPI:
+    """A FastAPI app (`app`, or a new one) with `add_tasks` (unless `tasks=False`) whose responses `probe` counts."""
+    app = FastAPI() if app is None else app
+    if tasks:
+        add_tasks(app, config=config)
+    app.add_middleware(_ResponseSentCounter, probe=probe)
+    return app
+
+
+# --- clients -------------------------------------------------------------------------------------
+
+
+def _raised(exc: BaseException) -> str:
+    """`raised TypeName` for what the app let out, part of the outcome; what ends the test run goes on."""
+    if isinstance(exc, KeyboardInterrupt | SystemExit | anyio.get_cancelled_exc_class()):
+        raise exc
+    return f"raised {_describe_exception(exc)}"
+
+
+def _describe_exception(exc: BaseException) -> str:
+    # An exception group (a builtin from Python 3.11 on) shows what it holds.
+    inner = getattr(exc, "exceptions", None)
+    if isinstance(inner, tuple):
+        return f"{type(exc).__name__}[{', '.join(_describe_exception(e) for e in inner)}]"
+    return type(exc).__name__
+
+
+class Client:
+    """What an async script drives: HTTP requests through httpx, and raw ASGI calls for what httpx cannot do."""
+
+    def __init__(self, http: httpx.AsyncClient, app: ASGIApp, probe: Probe) -> None:
+        self.http = http
+        self.app = app
+        self.probe = probe
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response | None:
+        """Make a request; note its status code, or the exception the client raised."""
+        try:
+            response = await self.http.request(method, path, **kwargs)
+        except BaseException as exc:
+            self.probe.requests.append(f"{method} {path}: {_raised(exc)}")
+            return None
+        self.probe.requests.append(f"{method} {path}: {response.status_code}")
+        return response
+
+    async def get(self, path: str, **kwargs: Any) -> httpx.Response | None:
+        """`request("GET", path)`."""
+        return await self.request("GET", path, **kwargs)
+
+    async def get_text(self, path: str) -> str | None:
+        """`GET path`, noting the body as well (for streams)."""
+        response = await self.get(path)
+        if response is None:
+            return None
+        self.probe.requests.append(f"GET {path}: body {response.text!r}")
+        return response.text
+
+    async def abandon_stream(self, path: str, how: Literal["cancel", "send-fails", "disconnect"]) -> None:
+        """`GET path` and walk away once the first body chunk has arrived.
+
+        - "cancel": the request is cancelled (a server cancelling the handler of a closed connection);
+        - "send-fails": sending the next message raises `OSError` (ASGI 2.4: Starlette raises
+          `ClientDisconnect`);
+        - "disconnect": `receive()` says `http.disconnect` (ASGI 2.0: Starlette stops the stream).
+        """
+        first_chunk = anyio.Event()
+        version = "2.4" if how == "send-fails" else "2.0"
+        asked_for_body = False
+
+        async def receive() -> Message:
+            nonlocal asked_for_body
+            if not asked_for_body:
+                asked_for_body = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await first_chunk.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            if message["type"] != "http.response.body":
+                return
+            if first_chunk.is_set():
+                if how == "send-fails":
+                    raise OSError("the client went away")
+                return
+            if message.get("body"):
+                first_chunk.set()
+                if how == "cancel":
+                    request_scope.cancel()
+
+        outcome = "walked away after the first chunk"
+        with anyio.CancelScope() as request_scope:
+            try:
+                await self.app(_http_scope("GET", path, version), receive, send)
+            except BaseException as exc:
+                outcome = _raised(exc)
+        self.probe.requests.append(f"GET {path}: {outcome}")
+
+    async def cancel_when(self, path: str, event: anyio.Event) -> None:
+        """`GET path` and cancel the request once `event` is set (a client that gave up waiting)."""
+        outcome = "cancelled"
+        async with anyio.create_task_group() as tg:
+
+            async def call() -> None:
+                nonlocal outcome
+                try:
+                    await self.http.get(path)
+                except BaseException as exc:
+                    outcome = _raised(exc)
+                else:
+                    outcome = "returned before it was cancelled"
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(call)
+            await event.wait()
+            tg.cancel_scope.cancel()
+        self.probe.requests.append(f"GET {path}: {outcome}")
+
+
+def _http_scope(method: str, path: str, spec_version: str) -> Scope:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": spec_version},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"test")],
+        "client": ("127.0.0.1", 1234),
+        "server": ("test", 80),
+    }
+
+
+class SyncClient:
+    """What a sync script drives: Starlette's `TestClient`, for WebSockets."""
+
+    def __init__(self, client: TestClient, probe: Probe) -> None:
+        self.client = client
+        self.probe = probe
+
+    def get(self, path: str) -> None:
+        """`GET path`; note its status code, or the exception the client raised."""
+        try:
+            response = self.client.get(path)
+        except BaseException as exc:
+            self.probe.requests.append(f"GET {path}: {_raised(exc)}")
+        else:
+            self.probe.requests.append(f"GET {path}: {response.status_code}")
+
+
+AsyncScript: TypeAlias = Callable[[Client], Awaitable[None]]
+SyncScript: TypeAlias = Callable[[SyncClient], None]
+
+
+async def get_root(client: Client) -> None:
+    """The default script: one `GET /`."""
+    await client.get("/")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One row of the differential table.
+
+    Parameters:
+        id: a short kebab-case name, unique in the table.
+        covers: what the scenario is about (and the issue observation it reproduces, if any).
+        build: makes a fresh app reporting to the probe it is given.
+        script: the requests to make (async, through httpx); the default is one `GET /`.
+        sync_script: instead of `script`, requests made through `TestClient` (for WebSockets).
+        lifespan: whether the engines run the app's lifespan (`False`: a bare client, in both).
+        install_on: the app the recorder is installed on; by default the one `build` returned.
+        accepted: the kinds of `ACCEPTED_DIFFERENCES` this scenario may show.
+        expect: what DESIGN.md requires of the production outcome, checked on its own.
+        expect_recorder: what run mode promises beyond agreement (determinism, say), checked on
+            the recorder's outcome after the comparison.
+    """
+
+    id: str
+    covers: str
+    build: Callable[[Probe], FastAPI]
+    script: AsyncScript = get_root
+    sync_script: SyncScript | None = None
+    lifespan: bool = True
+    install_on: Callable[[FastAPI], FastAPI] | None = None
+    accepted: tuple[str, ...] = ()
+    expect: Callable[[Outcome], None] | None = None
+    expect_recorder: Callable[[Outcome], None] | None = None
+
+    def __post_init__(self) -> None:
+        unknown = set(self.accepted) - set(ACCEPTED_DIFFERENCES)
+        if unknown:
+            raise ValueError(f"scenario {self.id!r} accepts unknown differences {sorted(unknown)}")
+
+
+# --- engines -------------------------------------------------------------------------------------
+
+
+async def run_scenario(scenario: Scenario, engine: Engine, backend: Backend) -> Outcome:
+    """Run `scenario` on a fresh app in `engine`, and return what happened."""
+    probe = Probe()
+    app = scenario.build(probe)
+    recorder: RecordingScheduler | None = None
+    if engine == "recorder":
+        recorder = RecordingScheduler(mode="run")
+        recorder.install(app if scenario.install_on is None else scenario.install_on(app))
+    try:
+        with _collecting_logs() as logs:
+            if scenario.sync_script is not None:
+                sync_script = scenario.sync_script
+                outcome = await anyio.to_thread.run_sync(
+                    functools.partial(
+                        _run_with_testclient, app, sync_script, probe, recorder, backend, scenario.lifespan
+                    )
+                )
+            else:
+                outcome = await _run_with_httpx(app, scenario, probe, recorder)
+    finally:
+        if recorder is not None:
+            recorder.uninstall()
+    if logs:
+        outcome["logs"] = dict(sorted(Counter(logs).items()))
+    return outcome
+
+
+class _LogCollector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.levelname} {record.getMessage()}")
+
+
+@contextmanager
+def _collecting_logs() -> Iterator[list[str]]:
+    """The `fastapi_tasks` log lines of the block, DEBUG included (the discard log is DEBUG)."""
+    logger = logging.getLogger("fastapi_tasks")
+    collector = _LogCollector()
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(collector)
+    try:
+        yield collector.lines
+    finally:
+        logger.removeHandler(collector)
+        logger.setLevel(level)
+
+
+async def _run_with_httpx(
+    app: FastAPI, scenario: Scenario, probe: Probe, recorder: RecordingScheduler | None
+) -> Outcome:
+    outcome: Outcome | None = None
+    lifespan_error: str | None = None
+    try:
+        async with _served(app, probe, lifespan=scenario.lifespan) as (http, asgi):
+            with anyio.move_on_after(HANG_GUARD) as guard:
+                await scenario.script(Client(http, asgi, probe))
+            if guard.cancelled_caught:
+                probe.hung.append("the request script")
+            if recorder is None:
+                await _wait_for_tasks(probe)
+            outcome = _outcome(probe, recorder)
+    except BaseException as exc:
+        # The app's lifespan may end with anything its tasks raised (an exception group, say).
+        lifespan_error = _raised(exc)
+    if outcome is None:
+        outcome = _outcome(probe, recorder)
+    if lifespan_error is not None:
+        outcome["lifespan"] = lifespan_error
+    return outcome
+
+
+@asynccontextmanager
+async def _served(app: FastAPI, probe: Probe, *, lifespan: bool) -> AsyncIterator[tuple[httpx.AsyncClient, ASGIApp]]:
+    served: ASGIApp = _SentStatuses(app, probe)
+    if lifespan:
+        async with LifespanManager(served) as manager:
+            transport = httpx.ASGITransport(app=manager.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+                yield http, manager.app
+    else:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=served), base_url="http://test") as http:
+            yield http, served
+
+
+def _run_with_testclient(
+    app: FastAPI,
+    script: SyncScript,
+    probe: Probe,
+    recorder: RecordingScheduler | None,
+    backend: Backend,
+    lifespan: bool,
+) -> Outcome:
+    client = TestClient(_SentStatuses(app, probe), backend=backend)
+    if not lifespan:
+        script(SyncClient(client, probe))
+        return _outcome(probe, recorder)
+    with client:
+        script(SyncClient(client, probe))
+        if recorder is None:
+            assert client.portal is not None  # the `with` block's event loop, which the app runs on
+            client.portal.call(_wait_for_tasks, probe)
+        return _outcome(probe, recorder)
+
+
+async def _wait_for_tasks(probe: Probe) -> None:
+    with anyio.move_on_after(HANG_GUARD) as guard:
+        # Until none is left: a task may schedule more tasks while it runs.
+        while unfinished := [task for task in probe.tasks.values() if not task.done]:
+            await unfinished[0].wait()
+    if guard.cancelled_caught:
+        names = sorted(name for name, task in probe.tasks.items() if not task.done)
+        probe.hung.append(f"waiting for {', '.join(names)}")
+
+
+# --- outcomes ------------------------------------------------------------------------------------
+
+
+def _describe_task(task: Task[..., Any]) -> dict[str, object]:
+    on_error = task.config.on_error
+    described: dict[str, object] = {
+        "phase": task.phase.value,
+        "status": task.status.value,
+        "exception": None if task.exception is None else _describe_exception(task.exception),
+        "config.name": task.config.name,
+        "config.shield": task.config.shielded,
+        "config.on_error": None if on_error is None else short_name(callable_name(on_error)),
+    }
+    if task.status.value == "succeeded":
+        described["result"] = repr(task.result)
+    return described
+
+
+def _outcome(probe: Probe, recorder: RecordingScheduler | None) -> Outcome:
+    tasks: dict[str, dict[str, object]] = {name: _describe_task(task) for name, task in probe.tasks.items()}
+    if recorder is not None:
+        # A record that no scheduling call handed back: production would have no such task.
+        kept = [id(task) for task in probe.tasks.values()]
+        for record in recorder.records:
+            # FastAPI's BackgroundTasks, which the recorder records too, are not fastapi-tasks tasks:
+            # production has no handle on them (scenarios note what they did instead).
+            if getattr(record, "source", None) == "BackgroundTasks":
+                continue
+            if id(record) not in kept:
+                name = short_name(record.name)
+                tasks[name if name not in tasks else f"{name} (another)"] = {
+                    **_describe_task(record),
+                    "handle": "recorded, but never returned by schedule()",
+                }
+    for name, observed in probe.seen.items():
+        tasks.setdefault(name, {"handle": "none kept"}).update(
+            {f"seen.{key}": value for key, value in observed.items()}
+        )
+    outcome: Outcome = {
+        "requests": list(probe.requests),
+        "sent": list(probe.sent),
+        "tasks": tasks,
+        "notes": dict(probe.notes),
+    }
+    if probe.most_running:
+        outcome["notes"]["most_running_at_once"] = probe.most_running
+    if probe.hung:
+        outcome["hung"] = list(probe.hung)
+    return outcome
+
+
+def _flatten(outcome: Outcome) -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in outcome.items():
+        if isinstance(value, dict):
+            for sub, sub_value in _flatten(value).items():
+                flat[f"{key}.{sub}"] = sub_value
+        else:
+            flat[key] = value
+    return flat
+
+
+_MISSING = "(absent)"
+
+
+def compare(scenario: Scenario, backend: Backend, production: Outcome, recorder: Outcome) -> str | None:
+    """The differences between the two outcomes that `scenario` does not accept, as a readable report; else None."""
+    flat_production, flat_recorder = (
+        _flatten(_summarize_lone_tasks(production, recorder)),
+        _flatten(_summarize_lone_tasks(recorder, production)),
+    )
+    accepted = [pattern for kind in scenario.accepted for pattern in ACCEPTED_DIFFERENCES[kind].fields]
+    rows = []
+    for path in sorted(flat_production.keys() | flat_recorder.keys(), key=_path_order):
+        left = flat_production.get(path, _MISSING)
+        right = flat_recorder.get(path, _MISSING)
+        if left != right and not any(fnmatch.fnmatchcase(path, pattern) for pattern in accepted):
+            rows.append((path, _show(left), _show(right)))
+    if not rows:
+        return None
+    widths = [max(len(row[i]) for row in [("field", "production", "recorder (run mode)"), *rows]) for i in range(3)]
+    header = ("field", "production", "recorder (run mode)")
+    lines = [f"Scenario {scenario.id!r} ({backend}): the engines disagree. {scenario.covers}"]
+    for row in [header, *rows]:
+        lines.append("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    lines.append("Production outcome:")
+    lines.append(_indent(pprint.pformat(production, width=110, sort_dicts=True)))
+    lines.append("Recorder outcome:")
+    lines.append(_indent(pprint.pformat(recorder, width=110, sort_dicts=True)))
+    return "\n".join(lines)
+
+
+def _summarize_lone_tasks(outcome: Outcome, other: Outcome) -> Outcome:
+    # A task that only one engine has is one row of the report, not one per field.
+    tasks: dict[str, dict[str, object]] = outcome["tasks"]
+    lone = {name: _summary(fields) for name, fields in tasks.items() if name not in other["tasks"]}
+    return {**outcome, "tasks": {**tasks, **lone}} if lone else outcome
+
+
+class _Summary(str):
+    """A task's fields in one line, shown as is."""
+
+
+def _summary(fields: dict[str, object]) -> _Summary:
+    parts = [f"{key}={value!r}" for key, value in fields.items() if value is not None and value is not False]
+    return _Summary(", ".join(parts))
+
+
+_SECTIONS = ("requests", "sent", "hung", "lifespan", "tasks", "notes", "logs")
+
+
+def _path_order(path: str) -> tuple[int, str]:
+    section = path.split(".", 1)[0]
+    return (_SECTIONS.index(section) if section in _SECTIONS else len(_SECTIONS), path)
+
+
+def _show(value: object) -> str:
+    return value if isinstance(value, _Summary) else _MISSING if value is _MISSING else repr(value)
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + line for line in text.splitlines())
+
+
+# --- what expectations read ----------------------------------------------------------------------
+
+
+def statuses(outcome: Outcome) -> dict[str, object]:
+    """Task name -> status, for every task of `outcome`."""
+    return {name: fields.get("status") for name, fields in outcome["tasks"].items()}
+
+
+def task_outcome(outcome: Outcome, name: str) -> dict[str, object]:
+    """The fields of the task `name`; fails, showing the outcome, when there is none."""
+    tasks: dict[str, dict[str, object]] = outcome["tasks"]
+    assert name in tasks, f"no task {name!r} in the outcome: {pprint.pformat(outcome)}"
+    return tasks[name]

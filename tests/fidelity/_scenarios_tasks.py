@@ -1,0 +1,538 @@
+"""Scenarios about the tasks themselves: failures, on_error, arguments, tasks that schedule, order, cancellation."""
+
+# No `from __future__ import annotations`: FastAPI reads the endpoints' annotations at runtime, and
+# some of them name classes and dependencies local to a scenario's factory.
+
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+from fastapi import FastAPI
+
+from fastapi_tasks import Task, TaskConfig, Tasks, TasksScheduler
+from fastapi_tasks.errors import BatchClosedError
+
+from ._harness import Client, Outcome, Probe, Scenario, new_app, short_name, statuses, task_outcome
+
+__all__ = ["SCENARIOS"]
+
+ORDER_REQUESTS = 30
+"""Requests in `immediate-order`: trio varies the order of concurrent tasks, so one request proves little."""
+
+
+def _all_succeeded(outcome: Outcome) -> None:
+    assert set(statuses(outcome).values()) == {"succeeded"}
+
+
+# --- failures and on_error -----------------------------------------------------------------------
+
+
+def task_raises_in_each_phase(probe: Probe) -> FastAPI:
+    app = new_app(probe)
+
+    async def immediate() -> None:
+        raise ValueError("immediate failed")
+
+    def after_route() -> None:
+        raise KeyError("after_route failed")
+
+    async def after_response() -> None:
+        await anyio.lowlevel.checkpoint()
+        raise LookupError("after_response failed")
+
+    @app.get("/")
+    async def endpoint(tasks: Tasks) -> None:
+        probe.keep(tasks.schedule(immediate))
+        probe.keep(tasks.after_route.schedule(after_route))
+        probe.keep(tasks.after_response.schedule(after_response))
+
+    @app.get("/later")
+    async def later() -> None:
+        pass
+
+    return app
+
+
+async def _get_root_then_later(client: Client) -> None:
+    await client.get("/")
+    await client.get("/later")
+
+
+def _failures_contained(outcome: Outcome) -> None:
+    assert outcome["requests"] == ["GET /: 200", "GET /later: 200"]
+    assert {name: (fields["status"], fields["exception"]) for name, fields in outcome["tasks"].items()} == {
+        "immediate": ("failed", "ValueError"),
+        "after_route": ("failed", "KeyError"),
+        "after_response": ("failed", "LookupError"),
+    }
+
+
+def on_error_app(probe: Probe, *, sync: bool, handler_raises: bool = False) -> FastAPI:
+    app = new_app(probe)
+
+    def sync_handler(task: Task[..., Any], exc: Exception) -> None:
+        probe.see(short_name(task.name), handled_by="sync_handler", handled=type(exc).__name__)
+        if handler_raises:
+            raise RuntimeError("the on_error handler failed too")
+
+    async def async_handler(task: Task[..., Any], exc: Exception) -> None:
+        await anyio.lowlevel.checkpoint()
+        probe.see(short_name(task.name), handled_by="async_handler", handled=type(exc).__name__)
+        if handler_raises:
+            raise RuntimeError("the on_error handler failed too")
+
+    handler = sync_handler if sync else async_handler
+
+    def sync_charge(amount: int) -> None:
+        raise ValueError(f"card declined for {amount}")
+
+    async def async_charge(amount: int) -> None:
+        raise ValueError(f"card declined for {amount}")
+
+    charge = sync_charge if sync else async_charge
+
+    @app.get("/")
+    async def endpoint(tasks: Tasks) -> None:
+        probe.keep(tasks.task(name="charge-now", on_error=handler).schedule(charge, 1))
+        probe.keep(tasks.after_response.task(name="charge-later", on_error=handler).schedule(charge, 2))
+
+    @app.get("/later")
+    async def later() -> None:
+        pass
+
+    return app
+
+
+def _handled_by(handler_name: str) -> Callable[[Outcome], None]:
+    def expect(outcome: Outcome) -> None:
+        assert outcome["requests"] == ["GET /: 200", "GET /later: 200"]
+        for name in ("charge-now", "charge-later"):
+            task = task_outcome(outcome, name)
+            assert (task["status"], task["exception"]) == ("failed", "ValueError")
+            assert (task["seen.handled_by"], task["seen.handled"]) == (handler_name, "ValueError")
+
+    return expect
+
+
+def on_error_app_config_and_override(probe: Probe) -> FastAPI:
+    def app_handler(task: Task[..., Any], exc: Exception) -> None:
+        probe.see(short_name(task.name), handled_by="app_handler")
+
+    async def task_handler(task: Task[..., Any], exc: Exception) -> None:
+        probe.see(short_name(task.name), handled_by="task_handler")
+
+    app = new_app(probe, config=TaskConfig(on_error=app_handler, shield=True))
+
+    async def fail() -> None:
+        raise ValueError("failed")
+
+    @app.get("/")
+    async def endpoint(tasks: Tasks) -> None:
+        probe.keep(tasks.task(name="inherits").schedule(fail))
+        probe.keep(tasks.after_route.task(name="overrides", on_error=task_handler, shield=False).schedule(fail))
+        probe.keep(tasks.after_response.task(name="inherits-later").schedule(fail))
+
+    return app
+
+
+def _config_merged(outcome: Outcome) -> None:
+    handled = {name: fields.get("seen.handled_by") for name, fields in outcome["tasks"].items()}
+    assert handled == {"inherits": "app_handler", "overrides": "task_handler", "inherits-later": "app_handler"}
+
+
+class Abort(BaseException):
+    """A BaseException of the app's own (not KeyboardInterrupt or SystemExit): contained like any failure."""
+
+
+def task_raises_base_exception(probe: Probe) -> FastAPI:
+    app = new_app(probe)
+
+    async def abort() -> None:
+        raise Abort("a BaseException of the app's own")
+
+    async def bystander() -> str:
+        await anyio.lowlevel.checkpoint()
+        return "unaffected"
+
+    @app.get("/")
+    async def endpoint(tasks: Tasks) -> None:
+        probe.keep(tasks.after_response.schedule(abort))
+        probe.keep(tasks.after_response.schedule(bystander))
+
+    @app.get("/later")
+    async def later() -> None:
+        pass
+
+    return app
+
+
+def _base_exception_contained(outcome: Outcome) -> None:
+    assert outcome["requests"] == ["GET /: 200", "GET /later: 200"]
+    assert "hung" not in outcome
+    assert "lifespan" not in outcome
+    assert task_outcome(outcome, "abort")["status"] == "failed"
+    assert task_outcome(outcome, "bystander")["status"] == "succeeded"
+
+
+# --- arguments -----------------------------------------------------------------------------------
+
+
+def wrong_arguments(probe: Probe, *, deferred: bool) -> FastAPI:
+    app = new_app(probe)
+
+    async def send(to: str, subject: str) -> str:
+        return f"sent {subject!r} to {to}"
+
+    async def audit() -> str:
+        return "audited"
+
+    @app.get("/")
+    async def endpoint(tasks: Tasks) -> None:
+        probe.keep(tasks.after_response.schedule(audit))
+        if deferred:
+            probe.keep(tasks.after_response.schedule(send, "a@b.c"))  # type: ignore[call-overload]
+        else:
+            probe.keep(tasks.schedule(send, "a@b.c"))  # type: ignore[call-overload]
+
+    return app
+
+
+def _wrong_arguments_fail_one_way(outcome: Outcome) -> None:
+    # Either the call fails where it is made (a clear TypeError from schedule()), or the request
+    # succeeds and the task fails in the background: both are DESIGN.md-correct, mixtures are not.
+    if outcome["requests"] == ["GET /: 200"]:
+        assert task_outcome(outcome, "send")["exception"] == "TypeError"
+        assert task_outcome(outcome, "audit")["status"] == "succeeded"
+    else:
+        assert outcome["requests"] == ["GET /: raised TypeError"]
+        assert "send" not in outcome["tasks"]
+        assert task_outcome(outcome, "audit")["status"] == "discarded"
+
+
+# --- tasks that schedule tasks -------------------------------------------------------------------
+
+
+def refused_schedule(probe: Probe) -> FastAPI:
+    app = new_app(probe)
+
+    async def child() -> str:
+        return "child ran"
+
+    async def notify_later(tasks: TasksScheduler) -> None:
+        try:
+            probe.keep(tasks.after_response.schedule(child))
+        except BatchClosedError:
+            probe.see("notify_later", refused="BatchClosedError")
+
+    @app.get("/")
+    async def endpoint(tasks: Tasks) -> None:
+        probe.keep(tasks.after_response.schedule(notify_later, tasks))
+
+    return app
+
+
+def _refused(outcome: Outcome) -> None:
+    assert outcome["tasks"] == {
+        "notify_later": {
+            **task_outcome(outcome, "notify_later"),
+            "status": "succeeded",
+            "seen.refused": "BatchClosedError",
+        }
+    }
+
+
+def task_schedules_with_request_scheduler(probe: Probe) -> FastAPI:
+    app = new_app(probe)
+
+    async def child(label: str) -> str:
+        await anyio.lowlevel.checkpoint()
+        return label
+
+    async def fan_out(tasks: TasksScheduler) -> None:
+        probe.keep(tasks.task(name="child-of-after-route").schedule(child, "from after_route"))
+
+    async def fan_out_later(tasks: TasksScheduler) -> None:
+        probe.keep(tasks.task(name="child-of-after-response").schedule(child, "from after_response"))
+
+    @app.get("/")
+    async def endpoint(tasks: Tasks) -> None:
+        probe.keep(tasks.after_route.schedule(fan_out, tasks))
+        probe.keep(tasks.after_response.schedule(fan_out_later, tasks))
+
+    return app
+
+
+def task_builds_scheduler(probe: Probe) -> FastAPI:
+    app = new_app(probe)
+
+    async def child(label: str) -> str:
+        # Far more awaits than a request takes to return to its client: a task that is not run
+        # mode's own is still running when the client's call returns, whatever the event loop's order.
+        for _ in range(20):
+            await anyio.lowlevel.checkpoint()
+        return label
+
+    async def spawner() -> None:
+        # A task that needs a scheduler of its own builds one, as the 0.1.0 API allows.
+        tasks = TasksScheduler()
+        probe.keep(tasks.task(name="child-immediate").schedule(child, "immediate"))
+
+    @app.get("/")
+    async def endpoint(tasks: Tasks) -> None:
+        probe.keep(tasks.after_response.schedule(spawner))
+
+    return app
+
+
+def immediate_task_schedules_after_route(probe: Probe) -> FastAPI:
+    app = new_app(probe)
+
+    async def follow_up() -> str:
+        return "followed up"
+
+    async def enqueue_follow_up(tasks: TasksScheduler) -> None:
+        probe.keep(tasks.after_route.schedule(follow_up))
+
+    @app.get("/")
+    async def endpoint(tasks: Tasks) -> None:
+        await probe.keep(tasks.schedule(enqueue_follow_up, tasks)).wait()
+
+    return app
+
+
+# --- order and concurrency -----------------------------------------------------------------------
+
+
+def immediate_order(probe: Probe) -> FastAPI:
+    app = new_app(probe)
+    started: dict[int, list[str]] = {}
+
+    async def mark(label: str, request: int) -> None:
+        started.setdefault(request, []).append(label)
+        probe.note("start_orders", sorted({",".join(labels) for labels in started.values()}))
+
+    @app.get("/{request}")
+    async def endpoint(request: int, tasks: Tasks) -> None:
+        probe.keep(tasks.task(name=f"first-{request}").schedule(mark, "first", request))
+        probe.keep(tasks.task(name=f"second-{request}").schedule(mark, "second", request))
+
+    return app
+
+
+async def _many_requests(client: Client) -> None:
+    for request in range(ORDER_REQUESTS):
+        await client.get(f"/{request}")
+
+
+def _starts_in_scheduling_order(outcome: Outcome) -> None:
+    # Run mode's promise: deterministic, in scheduling order (checked on the recorder's outcome).
+    assert outcome["notes"]["start_orders"] == ["first,second"], outcome["notes"]
+
+
+def concurrent_immediate_tasks(probe: Probe) -> FastAPI:
+    app = new_app(probe)
+
+    async def step(label: str) -> str:
+        with probe.running_task():
+            for _ in range(3):
+                await anyio.lowlevel.checkpoint()
+        return label
+
+    @app.get("/")
+    async def endpoint(tasks: Tasks) -> None:
+        first = probe.keep(tasks.task(name="first").schedule(step, "first"))
+        second = probe.keep(tasks.task(name="second").schedule(step, "second"))
+        await first.wait()
+        await second.wait()
+
+    return app
+
+
+# --- cancellation and shielding ------------------------------------------------------------------
+
+
+def cancel_running_task(probe: Probe, *, shield: bool) -> FastAPI:
+    app = new_app(probe)
+
+    async def wait_for_release() -> str:
+        await probe.signal("release").wait()
+        return "released"
+
+    @app.get("/")
+    async def endpoint(tasks: Tasks) -> dict[str, str]:
+        task = probe.keep(tasks.task(name="long-running", shield=shield).schedule(wait_for_release))
+        await task.started.wait()
+        task.cancel()
+        probe.signal("release").set()
+        await task.wait()
+        return {"status": task.status.value}
+
+    return app
+
+
+def _long_running_ended(status: str) -> Callable[[Outcome], None]:
+    def expect(outcome: Outcome) -> None:
+        assert outcome["requests"] == ["GET /: 200", f'GET /: body \'{{"status":"{status}"}}\'']
+        assert task_outcome(outcome, "long-running")["status"] == status
+
+    return expect
+
+
+async def _get_root_text(client: Client) -> None:
+    await client.get_text("/")
+
+
+def cancel_pending_deferred_task(probe: Probe) -> FastAPI:
+    app = new_app(probe)
+
+    async def later() -> str:
+        return "ran anyway"
+
+    @app.get("/")
+    async def endpoint(tasks: Tasks) -> None:
+        # Cancelling a task that was not started yet does nothing: it runs in its phase.
+        probe.keep(tasks.after_route.schedule(later)).cancel()
+
+    return app
+
+
+def shielded_in_every_phase(probe: Probe) -> FastAPI:
+    app = new_app(probe)
+
+    def sync_work(label: str) -> str:
+        return label
+
+    async def async_work(label: str) -> str:
+        await anyio.lowlevel.checkpoint()
+        return label
+
+    @app.get("/")
+    async def endpoint(tasks: Tasks) -> None:
+        probe.keep(tasks.task(name="shielded-immediate", shield=True).schedule(sync_work, "a"))
+        probe.keep(tasks.after_route.task(name="shielded-after-route", shield=True).schedule(async_work, "b"))
+        probe.keep(tasks.after_response.task(name="shielded-after-response", shield=True).schedule(sync_work, "c"))
+
+    return app
+
+
+SCENARIOS = [
+    Scenario(
+        "task-raises-in-each-phase",
+        "A task fails in each phase; the response and a later request are unaffected.",
+        task_raises_in_each_phase,
+        script=_get_root_then_later,
+        expect=_failures_contained,
+    ),
+    Scenario(
+        "task-raises-base-exception",
+        "An after_response task raises a BaseException subclass of the app's own, next to another task.",
+        task_raises_base_exception,
+        script=_get_root_then_later,
+        expect=_base_exception_contained,
+    ),
+    Scenario(
+        "on-error-async",
+        "Async tasks fail; an async on_error handler is called.",
+        lambda probe: on_error_app(probe, sync=False),
+        script=_get_root_then_later,
+        expect=_handled_by("async_handler"),
+    ),
+    Scenario(
+        "on-error-sync",
+        "Sync tasks fail; a sync on_error handler is called (in a worker thread).",
+        lambda probe: on_error_app(probe, sync=True),
+        script=_get_root_then_later,
+        expect=_handled_by("sync_handler"),
+    ),
+    Scenario(
+        "on-error-raises",
+        "Issue 11 #9: the on_error handler itself raises; it is contained.",
+        lambda probe: on_error_app(probe, sync=False, handler_raises=True),
+        script=_get_root_then_later,
+        expect=_handled_by("async_handler"),
+    ),
+    Scenario(
+        "on-error-app-config-and-override",
+        "add_tasks(config=...) gives on_error and shield; a task overrides both.",
+        on_error_app_config_and_override,
+        expect=_config_merged,
+    ),
+    Scenario(
+        "wrong-arguments-immediate",
+        'Issue 11 #8: schedule(send, "a@b.c") for send(to, subject), next to a good after_response task.',
+        lambda probe: wrong_arguments(probe, deferred=False),
+        expect=_wrong_arguments_fail_one_way,
+    ),
+    Scenario(
+        "wrong-arguments-after-response",
+        'after_response.schedule(send, "a@b.c") for send(to, subject), next to a good task.',
+        lambda probe: wrong_arguments(probe, deferred=True),
+        expect=_wrong_arguments_fail_one_way,
+    ),
+    Scenario(
+        "refused-schedule",
+        "Issue 11 #3: an after_response task schedules into its own, started batch: BatchClosedError.",
+        refused_schedule,
+        expect=_refused,
+    ),
+    Scenario(
+        "task-schedules-with-request-scheduler",
+        "Deferred tasks are handed the request's Tasks and schedule immediate tasks with it.",
+        task_schedules_with_request_scheduler,
+        expect=_all_succeeded,
+    ),
+    Scenario(
+        "task-builds-scheduler",
+        "A task builds TasksScheduler() itself and schedules with it.",
+        task_builds_scheduler,
+        expect=_all_succeeded,
+    ),
+    Scenario(
+        "immediate-task-schedules-after-route",
+        "An immediate task, awaited by its endpoint, adds an after_route task to the request's batch.",
+        immediate_task_schedules_after_route,
+        expect=_all_succeeded,
+    ),
+    Scenario(
+        "immediate-order",
+        f"Issue 11 #5: {ORDER_REQUESTS} requests each schedule two immediate tasks; which begins first?",
+        immediate_order,
+        script=_many_requests,
+        accepted=("concurrent-start-order",),
+        expect_recorder=_starts_in_scheduling_order,
+    ),
+    Scenario(
+        "concurrent-immediate-tasks",
+        "Two immediate tasks with awaits in them, both awaited by the endpoint.",
+        concurrent_immediate_tasks,
+        accepted=("concurrent-overlap",),
+        expect=_all_succeeded,
+    ),
+    Scenario(
+        "cancel-running-task",
+        "The endpoint cancels its running immediate task with task.cancel().",
+        lambda probe: cancel_running_task(probe, shield=False),
+        script=_get_root_text,
+        expect=_long_running_ended("cancelled"),
+    ),
+    Scenario(
+        "cancel-shielded-task",
+        "The endpoint calls task.cancel() on a running shielded task: it runs on.",
+        lambda probe: cancel_running_task(probe, shield=True),
+        script=_get_root_text,
+        expect=_long_running_ended("succeeded"),
+    ),
+    Scenario(
+        "cancel-pending-deferred-task",
+        "The endpoint calls task.cancel() on an after_route task before it started: it runs anyway.",
+        cancel_pending_deferred_task,
+        expect=_all_succeeded,
+    ),
+    Scenario(
+        "shielded-in-every-phase",
+        "Shielded sync and async tasks in each phase.",
+        shielded_in_every_phase,
+        expect=_all_succeeded,
+    ),
+]

@@ -1,0 +1,437 @@
+"""Scenarios about what surrounds the endpoint: middleware, streams, WebSockets, mounts, routers, the lifespan."""
+
+# No `from __future__ import annotations`: FastAPI reads the endpoints' annotations at runtime, and
+# some of them name classes and dependencies local to a scenario's factory.
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+import anyio
+import anyio.lowlevel
+from fastapi import APIRouter, FastAPI, Request, Response, WebSocket
+from fastapi.middleware.gzip import GZipMiddleware
+from fastapi.responses import PlainTextResponse, StreamingResponse
+from starlette.routing import Mount
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocketDisconnect
+
+from fastapi_tasks import Task, TaskConfig, Tasks, TasksScheduler
+
+from ._harness import Client, Outcome, Probe, Scenario, SyncClient, new_app, short_name, statuses, task_outcome
+
+__all__ = ["SCENARIOS"]
+
+
+async def _work(label: str) -> str:
+    await anyio.lowlevel.checkpoint()
+    return label
+
+
+def _schedule_three(probe: Probe, tasks: TasksScheduler) -> None:
+    probe.keep(tasks.task(name="immediate").schedule(_work, "immediate"))
+    probe.keep(tasks.after_route.task(name="after_route").schedule(_work, "after_route"))
+    probe.keep(tasks.after_response.task(name="after_response").schedule(_work, "after_response"))
+
+
+def _all_succeeded(outcome: Outcome) -> None:
+    assert set(statuses(outcome).values()) == {"succeeded"}
+
+
+# --- middleware ----------------------------------------------------------------------------------
+
+
+def base_http_middleware(probe: Probe) -> FastAPI:
+    app = new_app(probe)
+
+    @app.middleware("http")
+    async def add_header(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        response.headers["x-middleware"] = "ran"
+        return response
+
+    @app.get("/")
+    async def endpoint(tasks: Tasks) -> None:
+        _schedule_three(probe, tasks)
+
+    return app
+
+
+class PathPrefixStripper:
+    """Pure ASGI middleware that hands the app a copy of the scope with `/v1` taken off the path."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+            scope = dict(scope, path=scope["path"][3:])
+        await self.app(scope, receive, send)
+
+
+def scope_copying_middleware(probe: Probe, *, added_after_add_tasks: bool) -> FastAPI:
+    if added_after_add_tasks:
+        app = new_app(probe)
+        app.add_middleware(PathPrefixStripper)  # outside the add_tasks middleware
+    else:
+        app = FastAPI()
+        app.add_middleware(PathPrefixStripper)  # inside the add_tasks middleware
+        new_app(probe, app=app)
+
+    @app.get("/items")
+    async def items(tasks: Tasks) -> None:
+        _schedule_three(probe, tasks)
+
+    return app
+
+
+async def _get_v1_items(client: Client) -> None:
+    await client.get("/v1/items")
+
+
+def gzip(probe: Probe) -> FastAPI:
+    app = new_app(probe)
+    app.add_middleware(GZipMiddleware, minimum_size=100)
+
+    @app.get("/")
+    async def endpoint(tasks: Tasks) -> PlainTextResponse:
+        _schedule_three(probe, tasks)
+        return PlainTextResponse("compressible " * 100)
+
+    return app
+
+
+# --- streaming responses -------------------------------------------------------------------------
+
+StreamEnd = Literal["read-fully", "cancel", "send-fails", "disconnect"]
+
+
+def streaming_app(probe: Probe, end: StreamEnd) -> FastAPI:
+    app = new_app(probe)
+
+    async def from_stream() -> str:
+        return "scheduled while streaming"
+
+    async def chunks(tasks: TasksScheduler) -> AsyncIterator[str]:
+        try:
+            yield "first chunk "
+            probe.keep(tasks.after_response.schedule(from_stream))
+            if end in ("cancel", "disconnect"):
+                await anyio.sleep_forever()  # the client walks away while the stream waits
+            if end != "send-fails":
+                # With send-fails, the message that fails is the one ending the body: the generator
+                # is exhausted by then, not left at a yield for the garbage collector to close.
+                yield "second chunk"
+        finally:
+            probe.note("stream_closed", True)
+
+    @app.get("/")
+    async def endpoint(tasks: Tasks) -> StreamingResponse:
+        _schedule_three(probe, tasks)
+        return StreamingResponse(chunks(tasks), media_type="text/plain")
+
+    return app
+
+
+def _discards_honestly(outcome: Outcome) -> None:
+    # The endpoint returned normally: the after_response tasks were dropped because the response
+    # could not be sent, and the discard log must say so rather than blame the endpoint.
+    assert statuses(outcome) == {
+        "immediate": "succeeded",
+        "after_route": "succeeded",
+        "after_response": "discarded",
+        "from_stream": "discarded",
+    }
+    discards = [line for line in outcome.get("logs", {}) if line.startswith("DEBUG Discarded")]
+    assert discards, "the discarded tasks were not logged"
+    assert not [line for line in discards if "endpoint raised" in line], discards
+
+
+def _abandon(how: Literal["cancel", "send-fails", "disconnect"]) -> Callable[[Client], Awaitable[None]]:
+    async def script(client: Client) -> None:
+        await client.abandon_stream("/", how)
+
+    return script
+
+
+async def _read_fully(client: Client) -> None:
+    await client.get_text("/")
+
+
+# --- WebSockets ----------------------------------------------------------------------------------
+
+
+def websocket_app(probe: Probe, *, server_closes: bool) -> FastAPI:
+    app = new_app(probe)
+
+    @app.websocket("/ws")
+    async def chat(websocket: WebSocket, tasks: Tasks) -> None:
+        await websocket.accept()
+        _schedule_three(probe, tasks)
+        if server_closes:
+            text = await websocket.receive_text()
+            await websocket.send_text(text.upper())
+            await websocket.close(code=1000)
+            return
+        while True:  # until the client goes away: WebSocketDisconnect
+            await websocket.send_text(await websocket.receive_text())
+
+    return app
+
+
+def _chat_then_server_closes(client: SyncClient) -> None:
+    with client.client.websocket_connect("/ws") as websocket:
+        websocket.send_text("hello")
+        reply = websocket.receive_text()
+        try:
+            websocket.receive_text()
+        except WebSocketDisconnect as exc:
+            closed = f"closed by the server with {exc.code}"
+        else:
+            closed = "not closed"
+    client.probe.requests.append(f"WEBSOCKET /ws: {reply!r}, {closed}")
+
+
+def _chat_then_client_leaves(client: SyncClient) -> None:
+    try:
+        with client.client.websocket_connect("/ws") as websocket:
+            websocket.send_text("hello")
+            reply = websocket.receive_text()
+            websocket.close(code=1001)
+    except Exception as exc:
+        client.probe.requests.append(f"WEBSOCKET /ws: raised {type(exc).__name__}")
+    else:
+        client.probe.requests.append(f"WEBSOCKET /ws: {reply!r}, client left")
+
+
+def _get_with_testclient(client: SyncClient) -> None:
+    client.get("/")
+
+
+def testclient_http(probe: Probe) -> FastAPI:
+    app = new_app(probe)
+
+    def audit(label: str) -> str:
+        return label
+
+    @app.get("/")
+    def endpoint(tasks: Tasks) -> None:
+        probe.keep(tasks.task(name="immediate").schedule(audit, "immediate"))
+        probe.keep(tasks.after_route.task(name="after_route").schedule(audit, "after_route"))
+        probe.keep(tasks.after_response.task(name="after_response").schedule(audit, "after_response"))
+
+    return app
+
+
+# --- mounted apps, routers, the lifespan ---------------------------------------------------------
+
+
+def mounted_app(probe: Probe) -> FastAPI:
+    app = new_app(probe)
+    sub = FastAPI()
+
+    @sub.get("/")
+    async def sub_endpoint(tasks: Tasks) -> None:
+        _schedule_three(probe, tasks)
+
+    app.mount("/sub", sub)
+    return app
+
+
+async def _get_sub(client: Client) -> None:
+    await client.get("/sub/")
+
+
+def _on_error_noting(probe: Probe, handler_name: str) -> Callable[[Task[..., Any], Exception], None]:
+    def handler(task: Task[..., Any], exc: Exception) -> None:
+        probe.see(short_name(task.name), handled_by=handler_name)
+
+    handler.__qualname__ = handler_name
+    return handler
+
+
+def mounted_app_own_config(probe: Probe) -> FastAPI:
+    app = new_app(probe, config=TaskConfig(on_error=_on_error_noting(probe, "parent_handler")))
+    sub = new_app(probe, config=TaskConfig(on_error=_on_error_noting(probe, "sub_handler")))
+
+    async def fail() -> None:
+        raise ValueError("the mounted app's task failed")
+
+    @sub.get("/")
+    async def sub_endpoint(tasks: Tasks) -> None:
+        probe.keep(tasks.after_response.schedule(fail))
+
+    app.mount("/sub", sub)
+    return app
+
+
+def _mounted(app: FastAPI) -> FastAPI:
+    [mount] = [route for route in app.routes if isinstance(route, Mount)]
+    assert isinstance(mount.app, FastAPI)
+    return mount.app
+
+
+class Pool:
+    """A connection pool that the router's lifespan opens and closes."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+
+def router_with_lifespan(probe: Probe) -> FastAPI:
+    app = new_app(probe)
+
+    @asynccontextmanager
+    async def router_lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        pool = Pool()
+        yield {"pool": pool}
+        pool.closed = True
+
+    router = APIRouter(lifespan=router_lifespan)
+
+    async def use_pool(pool: Pool) -> str:
+        probe.see("use_pool", pool_closed=pool.closed)
+        return "queried"
+
+    @router.get("/")
+    async def endpoint(request: Request, tasks: Tasks) -> None:
+        probe.keep(tasks.after_response.schedule(use_pool, request.state.pool))
+
+    app.include_router(router)
+    return app
+
+
+def _pool_was_open(outcome: Outcome) -> None:
+    assert task_outcome(outcome, "use_pool")["seen.pool_closed"] is False
+    _all_succeeded(outcome)
+
+
+def schedule_three_app(probe: Probe, *, tasks: bool = True) -> FastAPI:
+    app = new_app(probe, tasks=tasks)
+
+    @app.get("/")
+    async def endpoint(tasks: Tasks) -> None:
+        _schedule_three(probe, tasks)
+
+    return app
+
+
+def _uninitialized(outcome: Outcome) -> None:
+    assert outcome["requests"] == ["GET /: raised FastAPITasksUninitializedAppError"]
+    assert outcome["tasks"] == {}
+
+
+SCENARIOS = [
+    Scenario(
+        "base-http-middleware",
+        "A BaseHTTPMiddleware (@app.middleware('http')) around an endpoint that schedules in each phase.",
+        base_http_middleware,
+        expect=_all_succeeded,
+    ),
+    Scenario(
+        "scope-copying-middleware-outside",
+        "A pure ASGI middleware added after add_tasks hands the app dict(scope, path=...).",
+        lambda probe: scope_copying_middleware(probe, added_after_add_tasks=True),
+        script=_get_v1_items,
+        expect=_all_succeeded,
+    ),
+    Scenario(
+        "scope-copying-middleware-inside",
+        "A pure ASGI middleware added before add_tasks hands the app dict(scope, path=...).",
+        lambda probe: scope_copying_middleware(probe, added_after_add_tasks=False),
+        script=_get_v1_items,
+        expect=_all_succeeded,
+    ),
+    Scenario(
+        "gzip",
+        "GZipMiddleware compresses the response of an endpoint that schedules in each phase.",
+        gzip,
+        expect=_all_succeeded,
+    ),
+    Scenario(
+        "streaming-read-fully",
+        "A streaming response, read to its end, whose generator schedules an after_response task.",
+        lambda probe: streaming_app(probe, "read-fully"),
+        script=_read_fully,
+        expect=_all_succeeded,
+    ),
+    Scenario(
+        "streaming-abandoned-cancelled",
+        "Issue 11 #10: the client stops reading a stream and the server cancels the request.",
+        lambda probe: streaming_app(probe, "cancel"),
+        script=_abandon("cancel"),
+        expect=_discards_honestly,
+    ),
+    Scenario(
+        "streaming-abandoned-send-fails",
+        "The client of a stream goes away and sending the next chunk fails (ASGI 2.4: ClientDisconnect).",
+        lambda probe: streaming_app(probe, "send-fails"),
+        script=_abandon("send-fails"),
+        expect=_discards_honestly,
+    ),
+    Scenario(
+        "streaming-abandoned-disconnect-message",
+        "The client of a stream goes away and the server says http.disconnect (ASGI 2.0).",
+        lambda probe: streaming_app(probe, "disconnect"),
+        script=_abandon("disconnect"),
+    ),
+    Scenario(
+        "websocket-normal-close",
+        "A WebSocket endpoint schedules in each phase, answers, and closes normally.",
+        lambda probe: websocket_app(probe, server_closes=True),
+        sync_script=_chat_then_server_closes,
+        expect=_all_succeeded,
+    ),
+    Scenario(
+        "websocket-client-disconnect",
+        "A WebSocket endpoint schedules in each phase; the client goes away (WebSocketDisconnect).",
+        lambda probe: websocket_app(probe, server_closes=False),
+        sync_script=_chat_then_client_leaves,
+    ),
+    Scenario(
+        "testclient-http",
+        "A sync endpoint with sync tasks, through TestClient (its lifespan in a `with` block).",
+        testclient_http,
+        sync_script=_get_with_testclient,
+        expect=_all_succeeded,
+    ),
+    Scenario(
+        "mounted-app",
+        "An app without add_tasks, mounted in one with it, schedules in each phase.",
+        mounted_app,
+        script=_get_sub,
+        expect=_all_succeeded,
+    ),
+    Scenario(
+        "mounted-app-own-config-recorder-on-parent",
+        "Issue 11 #7: parent and mounted app each add_tasks with their own on_error; recorder on the parent.",
+        mounted_app_own_config,
+        script=_get_sub,
+    ),
+    Scenario(
+        "mounted-app-own-config-recorder-on-sub",
+        "Issue 11 #7: parent and mounted app each add_tasks with their own on_error; recorder on the mounted app.",
+        mounted_app_own_config,
+        script=_get_sub,
+        install_on=_mounted,
+    ),
+    Scenario(
+        "router-with-lifespan",
+        "A router included with its own lifespan (a pool) that an after_response task uses.",
+        router_with_lifespan,
+        expect=_pool_was_open,
+    ),
+    Scenario(
+        "lifespan-not-running",
+        "The app's lifespan is not run (a bare client): the Tasks dependency cannot work.",
+        schedule_three_app,
+        lifespan=False,
+        expect=_uninitialized,
+    ),
+    Scenario(
+        "no-add-tasks",
+        "Issue 11 #2: an app that uses Tasks but never called add_tasks(app).",
+        lambda probe: schedule_three_app(probe, tasks=False),
+        expect=_uninitialized,
+    ),
+]
