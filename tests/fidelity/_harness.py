@@ -40,7 +40,6 @@ from fastapi.testclient import TestClient
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fastapi_tasks import Task, TaskConfig, add_tasks
-from fastapi_tasks._runner import callable_name
 from fastapi_tasks_testing import RecordingScheduler
 
 from ._differences import ACCEPTED_DIFFERENCES
@@ -503,7 +502,7 @@ def _describe_task(task: Task[..., Any]) -> dict[str, object]:
         "exception": None if task.exception is None else _describe_exception(task.exception),
         "config.name": task.config.name,
         "config.shield": task.config.shielded,
-        "config.on_error": None if on_error is None else short_name(callable_name(on_error)),
+        "config.on_error": None if on_error is None else short_name(getattr(on_error, "__qualname__", repr(on_error))),
     }
     if task.status.value == "succeeded":
         described["result"] = repr(task.result)
