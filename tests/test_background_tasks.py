@@ -812,3 +812,31 @@ def test_plugin_record_mode_from_the_marker(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("-p", "no:randomly")
 
     result.assert_outcomes(passed=1)
+
+
+def test_plugin_under_xdist_each_worker_hooks_and_restores_its_own(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(PLUGIN_APP)
+    pytester.makepyfile(
+        """
+        import fastapi.background
+        import fastapi.dependencies.utils
+        import pytest
+        from fastapi.testclient import TestClient
+
+
+        @pytest.mark.parametrize("n", range(4))
+        @pytest.mark.tasks_recorder(mode="record")
+        def test_recorded(app, tasks_recorder, n):
+            TestClient(app).post("/signup", params={"email": f"{n}@b.c"})
+            assert [r.args for r in tasks_recorder.records] == [("smtp down",), (f"{n}@b.c",)]
+
+
+        @pytest.mark.parametrize("n", range(4))
+        def test_not_recorded(n):
+            assert fastapi.dependencies.utils.BackgroundTasks is fastapi.background.BackgroundTasks
+        """
+    )
+
+    result = pytester.runpytest("-p", "no:randomly", "-n", "2")
+
+    result.assert_outcomes(passed=8)
