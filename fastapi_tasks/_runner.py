@@ -9,6 +9,8 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import math
+import sys
 from collections.abc import Callable
 from inspect import CO_COROUTINE
 from types import FunctionType
@@ -16,16 +18,24 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import anyio.to_thread
+from anyio.lowlevel import RunVar
 
-from ._context import current_scope
 from ._phases import TaskStatus
 
 if TYPE_CHECKING:
-    from starlette.types import Scope
-
     from .tasks import Task
 
-__all__ = ["TaskHost", "callable_name", "is_async_callable", "logger", "run_task", "run_unshielded"]
+__all__ = [
+    "TaskHost",
+    "call",
+    "callable_name",
+    "cancelled_by_us",
+    "handle_error",
+    "is_async_callable",
+    "logger",
+    "run_task",
+    "run_unshielded",
+]
 
 logger = logging.getLogger("fastapi_tasks")
 
@@ -54,12 +64,20 @@ def callable_name(func: object) -> str:
     return type(func).__qualname__
 
 
-async def call(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Call `func` on the event loop if it is async, else in a worker thread, and return its result."""
+async def call(
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    limiter: anyio.CapacityLimiter | None = None,
+) -> Any:
+    """Call `func` on the event loop if it is async, else in a worker thread, and return its result.
+
+    `limiter` bounds the worker threads (anyio's default limiter when `None`).
+    """
     if is_async_callable(func):
         return await func(*args, **kwargs)
     # The result comes back boxed: trio refuses a worker-thread function that returns a coroutine.
-    [result] = await anyio.to_thread.run_sync(lambda: [func(*args, **kwargs)])
+    [result] = await anyio.to_thread.run_sync(lambda: [func(*args, **kwargs)], limiter=limiter)
     if inspect.isawaitable(result):
         # A sync callable that returns an awaitable (a lambda wrapping a coroutine function, say).
         result = await result
@@ -67,23 +85,29 @@ async def call(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str
 
 
 class TaskHost(Protocol):
-    """What starts tasks for an app: the scope their bodies see as the "current request", and a call at their end."""
+    """What runs tasks for an app: the threads sync bodies get, and a call at the end of each task."""
 
     @property
-    def task_scope(self) -> Scope: ...
+    def limiter(self) -> anyio.CapacityLimiter | None:
+        """The worker threads of sync task bodies and handlers (`None`: anyio's default limiter)."""
+        ...
 
-    def task_ended(self) -> None: ...
+    def task_ended(self, task: Task[..., Any], /) -> None:
+        """Called last, however the task ended."""
+        ...
 
 
 async def run_task(task: Task[..., Any], host: TaskHost | None = None) -> None:
     """Run `task`'s body, record its outcome on the handle, and contain whatever it raises.
 
     A failure is logged (with the task's name, never its argument values) and handed to the
-    task's `on_error` handler; an `on_error` that raises is logged and contained. Cancellation
-    is logged at WARNING and re-raised so the task group can finish cancelling. A shielded task
-    (`config.shield`) runs in a shielded cancel scope. `host`, when given, provides the "current
-    request" the body sees (`host.task_scope`, set in the task's own copy of the context, so it
-    needs no reset), and `host.task_ended()` is called last, however the run ended.
+    task's `on_error` handler; an `on_error` that raises is logged and contained. Every
+    `BaseException` is contained the same way (it is not passed to `on_error`, whose signature
+    takes an `Exception`), but for two kinds: our own cancellation (shutdown, `Task.cancel()`),
+    logged at WARNING and re-raised so the task group can finish cancelling, and
+    `KeyboardInterrupt` / `SystemExit`, re-raised after the task ended and was logged. A shielded
+    task (`config.shield`) runs in a shielded cancel scope. `host`, when given, provides the
+    threads of sync bodies and handlers, and `host.task_ended(task)` is called last.
     """
     if task.config.shield:
         with anyio.CancelScope(shield=True):
@@ -99,35 +123,104 @@ async def run_unshielded(task: Task[..., Any], host: TaskHost | None = None) -> 
     it stays allocated for as long as the task is pending: the body is awaited from this very
     frame, not through helper coroutines, and the frame keeps few locals (each costs memory).
     """
-    if host is not None:
-        current_scope.set(host.task_scope)
-    task._set_running()
     try:
-        try:
+        # A task cancelled while it waited to be started (Task.cancel() on a pending task) never starts.
+        if task._status is _PENDING:
             func = task._target()
             # is_async_callable's fast path, inlined: this runs once per task.
             if (type(func) is FunctionType and func.__code__.co_flags & CO_COROUTINE) or is_async_callable(func):
+                task._set_running()
                 task._result = await func(*task.args, **task.kwargs)
             else:
-                task._result = await call(func, task.args, task.kwargs)
-        except Exception as exc:
-            await _failed(task, exc)
-        else:
+                task._result = await _call_in_thread(task, func, None if host is None else host.limiter)
             task._set_ended(_SUCCEEDED)
-    except anyio.get_cancelled_exc_class():
-        task._set_ended(TaskStatus.CANCELLED)
-        logger.warning("Background task %r was cancelled before it finished", task.name)
-        raise
+    except Exception as exc:
+        await _failed(task, exc, host)
+    except BaseException as exc:
+        _ended_by(task, exc)
     finally:
         if host is not None:
-            host.task_ended()
+            host.task_ended(task)
 
+
+async def _call_in_thread(task: Task[..., Any], func: Callable[..., Any], limiter: anyio.CapacityLimiter | None) -> Any:
+    # A task waiting for one of its app's threads is still pending: it is running once it has a thread.
+    if limiter is None:
+        task._set_running()
+        return await call(func, task.args, task.kwargs)
+    async with limiter:
+        task._set_running()
+        return await call(func, task.args, task.kwargs, _unlimited_threads())
+
+
+def _unlimited_threads() -> anyio.CapacityLimiter:
+    # The task already holds one of its app's tokens when its body goes to a thread: the thread itself
+    # is not limited a second time. One limiter per event loop (a limiter binds to its loop).
+    try:
+        return _UNLIMITED_THREADS.get()
+    except LookupError:
+        limiter = anyio.CapacityLimiter(math.inf)
+        _UNLIMITED_THREADS.set(limiter)
+        return limiter
+
+
+_UNLIMITED_THREADS: RunVar[anyio.CapacityLimiter] = RunVar("fastapi_tasks_unlimited_threads")
 
 # Enum members looked up once: a class attribute lookup on an Enum costs several times a global's.
-_SUCCEEDED = TaskStatus.SUCCEEDED
+_PENDING, _SUCCEEDED = TaskStatus.PENDING, TaskStatus.SUCCEEDED
 
 
-async def _failed(task: Task[..., Any], exc: Exception) -> None:
+def cancelled_by_us(exc: BaseException) -> bool:
+    """Whether `exc` is a cancellation that a cancel scope around the current code asked for.
+
+    On asyncio a `CancelledError` can also come from a future that something else cancelled: that
+    one is a failure of the task, not a cancellation of it.
+    """
+    return _is_cancellation(exc) and anyio.current_effective_deadline() == -math.inf
+
+
+# BaseExceptionGroup is a builtin from Python 3.11 on; on 3.10 anyio raises exceptiongroup's backport,
+# which the lookup by name does not need to import.
+_GROUPS: tuple[type[BaseException], ...] = tuple(
+    getattr(module, "BaseExceptionGroup")  # noqa: B009
+    for module in (sys.modules["builtins"], sys.modules.get("exceptiongroup"))
+    if module is not None and hasattr(module, "BaseExceptionGroup")
+)
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+    if isinstance(exc, anyio.get_cancelled_exc_class()):
+        return True
+    # A group holding nothing but cancellations (a task's own task group, cancelled with it).
+    return isinstance(exc, _GROUPS) and all(_is_cancellation(inner) for inner in getattr(exc, "exceptions", ()))
+
+
+def _ended_by(task: Task[..., Any], exc: BaseException) -> None:
+    if cancelled_by_us(exc):
+        if not task._status.ended:  # else Task.cancel() ended it while it waited for a thread
+            task._set_ended(TaskStatus.CANCELLED)
+            logger.warning("Background task %r was cancelled before it finished", task.name)
+        raise exc
+    task._exception = exc
+    if isinstance(exc, KeyboardInterrupt | SystemExit):
+        logger.error(
+            "Background task %r raised %s; ending it and re-raising",
+            task.name,
+            describe_exception(exc),
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
+        task._set_ended(TaskStatus.FAILED)
+        raise exc
+    logger.error(
+        "Background task %r failed: %s",
+        task.name,
+        describe_exception(exc),
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
+    task._set_ended(TaskStatus.FAILED)
+
+
+async def _failed(task: Task[..., Any], exc: Exception, host: TaskHost | None) -> None:
     # The status stays "running" until on_error has returned: `done` / `wait()` mean "after on_error".
     task._exception = exc
     logger.error(
@@ -136,18 +229,29 @@ async def _failed(task: Task[..., Any], exc: Exception) -> None:
         describe_exception(exc),
         exc_info=(type(exc), exc, exc.__traceback__),
     )
-    await handle_error(task, exc)
-    task._set_ended(TaskStatus.FAILED)
+    try:
+        await handle_error(task, exc, None if host is None else host.limiter)
+    finally:
+        task._set_ended(TaskStatus.FAILED)
 
 
-async def handle_error(task: Task[..., Any], exc: Exception) -> None:
-    """Call `task`'s `on_error(task, exc)` handler, if any; log and contain what the handler raises."""
+async def handle_error(task: Task[..., Any], exc: Exception, limiter: anyio.CapacityLimiter | None = None) -> None:
+    """Call `task`'s `on_error(task, exc)` handler, if any; log and contain what the handler raises.
+
+    Only our own cancellation, `KeyboardInterrupt` and `SystemExit` leave it (after being logged).
+    """
     handler = task._error_handler()
     if handler is None:
         return
     try:
-        await call(handler, (task, exc), {})
-    except Exception as handler_exc:
+        if limiter is None or is_async_callable(handler):
+            await call(handler, (task, exc), {})
+        else:
+            async with limiter:
+                await call(handler, (task, exc), {}, _unlimited_threads())
+    except BaseException as handler_exc:
+        if cancelled_by_us(handler_exc):
+            raise
         logger.error(
             "The on_error handler %s of background task %r raised: %s",
             callable_name(handler),
@@ -155,6 +259,8 @@ async def handle_error(task: Task[..., Any], exc: Exception) -> None:
             describe_exception(handler_exc),
             exc_info=(type(handler_exc), handler_exc, handler_exc.__traceback__),
         )
+        if isinstance(handler_exc, KeyboardInterrupt | SystemExit):
+            raise
 
 
 def describe_exception(exc: BaseException) -> str:

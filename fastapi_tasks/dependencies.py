@@ -2,32 +2,38 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio
 from fastapi import Depends, FastAPI
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._context import CONFIG_KEY, RUNTIME_KEY, TG_KEY, current_scope
 from .errors import FastAPITasksAlreadyInstalledError, FastAPITasksUninitializedAppError
-from .tasks import TaskConfig, TasksScheduler, _Runtime
+from .tasks import DEFAULT_MAX_THREADS, TaskConfig, TasksScheduler, _Runtime
 
 __all__ = ["Tasks", "add_tasks", "get_tasks_scheduler"]
 
 
-class _RequestScopeMiddleware:
-    """Makes the request being served known to the schedulers created while serving it."""
+class _TasksMiddleware:
+    """Runs the app's tasks: a task group for the lifespan, ended before any lifespan of the app tears down.
 
-    __slots__ = ("app",)
+    It also makes the request being served known to the schedulers created directly while serving it
+    (`TasksScheduler(request.state.fastapi_tasks_tg)`).
+    """
 
-    def __init__(self, app: ASGIApp) -> None:
+    __slots__ = ("app", "config", "max_threads", "shutdown_timeout")
+
+    def __init__(self, app: ASGIApp, *, config: TaskConfig, shutdown_timeout: float | None, max_threads: int) -> None:
         self.app = app
+        self.config = config
+        self.shutdown_timeout = shutdown_timeout
+        self.max_threads = max_threads
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await self.app(scope, receive, send)
+            await self._lifespan(scope, receive, send)
             return
         token = current_scope.set(scope)
         try:
@@ -35,8 +41,42 @@ class _RequestScopeMiddleware:
         finally:
             current_scope.reset(token)
 
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # At the ASGI level, outside every lifespan the app composed (its own, and those of routers
+        # included after add_tasks): when the server asks for shutdown, the tasks are ended first, and
+        # only then is the request passed on to the app's lifespans, which close what tasks may use.
+        state = scope.get("state")
+        if state is None:
+            raise RuntimeError(
+                "add_tasks() needs an ASGI server that supports lifespan state (the scope has no 'state'): "
+                "upgrade the server (uvicorn, hypercorn and Starlette's TestClient support it)."
+            )
+        async with anyio.create_task_group() as tg:
+            runtime = _Runtime(tg, self.config, self.shutdown_timeout, self.max_threads)
+            state[TG_KEY] = tg
+            state[RUNTIME_KEY] = runtime
 
-def add_tasks(app: FastAPI, *, config: TaskConfig | None = None, shutdown_timeout: float | None = None) -> None:
+            async def receive_after_tasks_ended() -> Message:
+                message = await receive()
+                if message["type"] == "lifespan.shutdown":
+                    await runtime.shutdown()
+                return message
+
+            try:
+                await self.app(scope, receive_after_tasks_ended, send)
+            finally:
+                # The app's lifespan failed, or the server cancelled it without asking for shutdown.
+                with anyio.CancelScope(shield=True):
+                    await runtime.shutdown()
+
+
+def add_tasks(
+    app: FastAPI,
+    *,
+    config: TaskConfig | None = None,
+    shutdown_timeout: float | None = None,
+    max_threads: int = DEFAULT_MAX_THREADS,
+) -> None:
     """Give `app` background tasks: a task group for its lifespan and the wiring behind `Tasks`.
 
     Call it once, before the app starts serving.
@@ -46,10 +86,13 @@ def add_tasks(app: FastAPI, *, config: TaskConfig | None = None, shutdown_timeou
         config: the configuration every task inherits; per-task options are merged over it.
         shutdown_timeout: seconds that running tasks get to finish at shutdown before the
             unshielded ones are cancelled; `None` cancels them at once. Shielded tasks always finish.
+        max_threads: how many worker threads sync tasks and sync `on_error` handlers may use at once
+            (40 by default). They are the tasks' own: FastAPI's sync endpoints and dependencies keep
+            anyio's default threads. A sync task waiting for a thread is still `pending`.
 
     Raises:
         TypeError: `app` is not a FastAPI app, or an option has the wrong type.
-        ValueError: `shutdown_timeout` is negative.
+        ValueError: `shutdown_timeout` is negative, or `max_threads` below 1.
         FastAPITasksAlreadyInstalledError: `add_tasks` was already called on `app`.
     """
     if not isinstance(app, FastAPI):
@@ -61,6 +104,10 @@ def add_tasks(app: FastAPI, *, config: TaskConfig | None = None, shutdown_timeou
             raise TypeError(f"shutdown_timeout must be a number of seconds or None, not {shutdown_timeout!r}")
         if shutdown_timeout < 0:
             raise ValueError(f"shutdown_timeout must be >= 0 seconds, not {shutdown_timeout!r}")
+    if isinstance(max_threads, bool) or not isinstance(max_threads, int):
+        raise TypeError(f"max_threads must be a whole number of threads, not {max_threads!r}")
+    if max_threads < 1:
+        raise ValueError(f"max_threads must be at least 1, not {max_threads!r}")
     if hasattr(app.state, CONFIG_KEY):
         raise FastAPITasksAlreadyInstalledError(
             f"add_tasks() was already called on {app!r}; call it once per app "
@@ -69,51 +116,42 @@ def add_tasks(app: FastAPI, *, config: TaskConfig | None = None, shutdown_timeou
     config = config or TaskConfig()
     # Kept on the app so that the testing toolkit can apply the app-wide config without a lifespan.
     setattr(app.state, CONFIG_KEY, config)
-
-    app.add_middleware(_RequestScopeMiddleware)
-    app.router.lifespan_context = _with_tasks_lifespan(app.router.lifespan_context, config, shutdown_timeout)
+    app.add_middleware(_TasksMiddleware, config=config, shutdown_timeout=shutdown_timeout, max_threads=max_threads)
 
 
-def _with_tasks_lifespan(
-    user_lifespan: Callable[[Any], AbstractAsyncContextManager[Any]],
-    config: TaskConfig,
-    shutdown_timeout: float | None,
-) -> Callable[[Any], AbstractAsyncContextManager[dict[str, Any]]]:
-    @asynccontextmanager
-    async def lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
-        # The app's own lifespan stays outermost: our tasks are finished (or cancelled) before
-        # the app tears down what they may use (connection pools, clients).
-        async with user_lifespan(app) as user_state, anyio.create_task_group() as tg:
-            runtime = _Runtime(tg, config, shutdown_timeout)
-            try:
-                yield {**(user_state or {}), TG_KEY: tg, RUNTIME_KEY: runtime}
-            finally:
-                await runtime.shutdown()
-
-    return lifespan
-
-
-async def get_tasks_scheduler() -> TasksScheduler:
-    """The dependency behind `Tasks`: a scheduler bound to the current request.
+def resolve_runtime(scope: Scope) -> _Runtime:
+    """The app-wide runtime serving the request of `scope`.
 
     Raises:
         FastAPITasksUninitializedAppError: `add_tasks(app)` was not called, or the lifespan is not running.
     """
-    scope = current_scope.get()
-    if scope is None:
+    state = scope.get("state")
+    runtime = None if state is None else state.get(RUNTIME_KEY)
+    if runtime is not None:
+        return runtime  # type: ignore[no-any-return]
+    app = scope.get("app")
+    if current_scope.get() is None and not hasattr(getattr(app, "state", None), CONFIG_KEY):
         raise FastAPITasksUninitializedAppError(
             "The Tasks dependency is used, but add_tasks(app) was not called on this app. "
             "Call add_tasks(app) right after creating it."
         )
-    state = scope.get("state")
-    runtime = None if state is None else state.get(RUNTIME_KEY)
-    if runtime is None:
-        raise FastAPITasksUninitializedAppError(
-            "The Tasks dependency is used, but the app's lifespan is not running, so there is no task group. "
-            "Run the lifespan: use `with TestClient(app) as client:` (not a bare TestClient(app)), "
-            "or asgi_lifespan.LifespanManager(app) with httpx.AsyncClient."
-        )
-    return TasksScheduler(_runtime=runtime)
+    raise FastAPITasksUninitializedAppError(
+        "The Tasks dependency is used, but the app's lifespan is not running, so there is no task group. "
+        "Run the lifespan: use `with TestClient(app) as client:` (not a bare TestClient(app)), "
+        "or asgi_lifespan.LifespanManager(app) with httpx.AsyncClient."
+    )
+
+
+async def get_tasks_scheduler(connection: HTTPConnection) -> TasksScheduler:
+    """The dependency behind `Tasks`: a scheduler bound to the current request.
+
+    It binds to the scope FastAPI serves the endpoint with, which a middleware may have copied.
+
+    Raises:
+        FastAPITasksUninitializedAppError: `add_tasks(app)` was not called, or the lifespan is not running.
+    """
+    scope = connection.scope
+    return TasksScheduler(_runtime=resolve_runtime(scope), _scope=scope)
 
 
 Tasks = Annotated[TasksScheduler, Depends(get_tasks_scheduler)]

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from inspect import CO_ASYNC_GENERATOR, CO_GENERATOR
 from threading import get_ident
-from types import TracebackType
+from types import FunctionType, TracebackType
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeAlias, TypeVar, cast, overload
 
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
+from starlette.websockets import WebSocketDisconnect
 
 from ._context import RUNTIME_KEY, current_scope
 from ._phases import Phase, TaskStatus
-from ._runner import callable_name, logger, run_task, run_unshielded
-from .errors import BatchClosedError, FastAPITasksShutdownError, TaskNotFinishedError
+from ._runner import callable_name, is_async_callable, logger, run_task, run_unshielded
+from .errors import BatchClosedError, FastAPITasksError, FastAPITasksShutdownError, TaskNotFinishedError
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -90,6 +96,25 @@ def _not_callable(func: object) -> TypeError:
     )
 
 
+_GENERATOR_FLAGS = CO_GENERATOR | CO_ASYNC_GENERATOR
+
+
+def _is_generator_function(func: object) -> bool:
+    if type(func) is FunctionType:  # fast path, asked once per task scheduled: a plain function
+        return bool(func.__code__.co_flags & _GENERATOR_FLAGS)
+    while isinstance(func, functools.partial):
+        func = func.func
+    return inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func)
+
+
+def _generator_function(func: object) -> TypeError:
+    return TypeError(
+        f"Cannot schedule {func!r}: it is a generator function, and calling it would only create a "
+        "generator without running its body. Schedule a function that returns (or an async function "
+        "that awaits) instead, e.g. one that iterates over the generator."
+    )
+
+
 # Enum members looked up once: on the per-task path, a class attribute lookup on an Enum costs
 # several times a global's.
 _PENDING, _RUNNING = TaskStatus.PENDING, TaskStatus.RUNNING
@@ -119,6 +144,7 @@ class Task(Generic[P, T]):
         "_finished",
         "_handle",
         "_result",
+        "_runtime",
         "_started",
         "_status",
         "args",
@@ -139,6 +165,8 @@ class Task(Generic[P, T]):
     ) -> None:
         if not callable(func):
             raise _not_callable(func)
+        if _is_generator_function(func):
+            raise _generator_function(func)
         self.func = func
         self.args = args
         self.kwargs: dict[str, Any] = {} if kwargs is None else kwargs
@@ -146,11 +174,13 @@ class Task(Generic[P, T]):
         self.phase = phase
         self._status = _PENDING
         self._result: Any = None
-        self._exception: Exception | None = None
+        self._exception: BaseException | None = None
         # Events are created on first use: most tasks are never waited on, and an event costs memory.
         self._started: anyio.Event | None = None
         self._finished: anyio.Event | None = None
         self._handle: Any = None
+        # The app's runtime once the task was handed to a scheduler: cancel() from a thread goes through it.
+        self._runtime: _Runtime | None = None
 
     def __repr__(self) -> str:
         # Never the argument values: they can hold secrets and be megabytes long.
@@ -203,8 +233,12 @@ class Task(Generic[P, T]):
         return self._result  # type: ignore[no-any-return]
 
     @property
-    def exception(self) -> Exception | None:
-        """The exception the task's body raised, or `None`."""
+    def exception(self) -> BaseException | None:
+        """The exception the task's body raised, or `None`.
+
+        Usually an `Exception`; a contained `BaseException` (a custom subclass, `GeneratorExit`, a
+        foreign `CancelledError` on asyncio) is kept here too.
+        """
         return self._exception
 
     async def wait(self) -> None:
@@ -213,9 +247,28 @@ class Task(Generic[P, T]):
             await self.finished.wait()
 
     def cancel(self) -> None:
-        """Cancel the task if it was started and has not ended; a shielded task runs on regardless."""
-        if self._handle is not None and not self._status.ended:
-            self._handle.cancel()
+        """Cancel the task, from any thread; it does nothing once the task has ended.
+
+        A pending task (an `after_route` / `after_response` task whose batch has not started, or one
+        waiting for a thread) ends `cancelled` and never starts; a running one is cancelled at its
+        next checkpoint (a sync body in a thread runs to its end). A shielded task that is running
+        runs on regardless.
+        """
+        runtime = self._runtime
+        if runtime is not None and get_ident() != runtime.thread:
+            anyio.from_thread.run_sync(self._cancel, token=runtime.token)
+        else:
+            self._cancel()
+
+    def _cancel(self) -> None:
+        if self._status.ended:
+            return
+        handle = self._handle
+        if self._status is _PENDING:
+            self._set_ended(TaskStatus.CANCELLED)
+            logger.info("Background task %r was cancelled before it started", self.name)
+        if handle is not None:
+            handle.cancel()
 
     # Hooks for the testing toolkit's recorder, which runs tasks through the same runner.
     def _target(self) -> Callable[..., Any]:
@@ -389,6 +442,9 @@ class _Schedulable:
 
 _OPEN, _STARTED, _DISCARDED = 0, 1, 2
 
+DEFAULT_MAX_THREADS = 40
+"""Worker threads an app's sync tasks and sync `on_error` handlers may use at once, by default."""
+
 
 class TasksBatch(_Schedulable):
     """Tasks collected during a request and started together later (`after_route` or `after_response`).
@@ -421,21 +477,25 @@ class TasksBatch(_Schedulable):
         config: TaskConfig,
         dispatch: bool = False,
     ) -> Task[..., Any]:
+        if self._state is not _OPEN:
+            # Refused before a task (or a test's record of one) exists: a refused task never existed.
+            raise BatchClosedError(
+                f"Cannot add {config.name or callable_name(func)!r} to the {self.phase.value} batch: "
+                f"it was already {self._closed_as()}. Schedule it with tasks.schedule(...) to start it now."
+            )
         owner = self if self._owner is None else self._owner
         if dispatch:
             task = owner._new_dispatch(func, args, kwargs, config, self.phase)
         else:
             task = owner._new_task(func, args, kwargs, config, self.phase)
-        if self._state is not _OPEN:
-            raise BatchClosedError(
-                f"Cannot add {task.name!r} to the {self.phase.value} batch: it was already {self._closed_as()}. "
-                "Schedule it with tasks.schedule(...) to start it now."
-            )
         self.scheduled.append(task)
         return task
 
     def __start__(self, scheduler: TasksScheduler, /) -> None:
         """Start every collected task on `scheduler` (what the `Tasks` dependency does for you).
+
+        Tasks cancelled while they waited (`task.cancel()`) stay cancelled. After the app shut
+        down, the tasks end `cancelled` and are logged at WARNING by name.
 
         Raises:
             BatchClosedError: the batch was already started or discarded.
@@ -445,35 +505,44 @@ class TasksBatch(_Schedulable):
                 f"The {self.phase.value} batch was already {self._closed_as()}: its tasks start once."
             )
         self._state = _STARTED
-        for task in self.scheduled:
-            scheduler._submit(task)
+        scheduler._start_tasks(self.scheduled, self.phase)
 
     def _closed_as(self) -> str:
         return "started" if self._state is _STARTED else "discarded"
 
-    def _discard(self, reason: BaseException | None) -> None:
+    def _discard(self, reason: BaseException | None, why: str | None = None) -> None:
         self._state = _DISCARDED
         if not self.scheduled:
             return
-        for task in self.scheduled:
+        discarded = [task for task in self.scheduled if not task._status.ended]
+        for task in discarded:
             task._set_ended(TaskStatus.DISCARDED)
-        logger.debug(
-            "Discarded %d %s task(s) because the endpoint raised %s: %s",
-            len(self.scheduled),
+        if not discarded:
+            return
+        if why is None:
+            why = f"the endpoint or one of its dependencies raised {type(reason).__name__}"
+        logger.info(
+            "Discarded %d %s task(s) because %s: %s",
+            len(discarded),
             self.phase.value,
-            type(reason).__name__,
-            ", ".join(repr(task.name) for task in self.scheduled),
+            why,
+            ", ".join(repr(task.name) for task in discarded),
         )
 
-    # An exit callback on FastAPI's per-request exit stacks: it runs when the endpoint returns
-    # (after_route) or when the response has been sent (after_response).
+    # An exit callback at the bottom of FastAPI's per-request exit stacks: it runs when the endpoint
+    # returned and its function-scoped dependencies were torn down (after_route), or when the response
+    # was sent and the request-scoped ones were torn down (after_response).
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         owner = self._owner
         if owner is not None and self._state is _OPEN:
-            if exc_type is None:
+            # A WebSocket session that ends with the client disconnecting has ended normally.
+            if exc_type is None or issubclass(exc_type, WebSocketDisconnect):
                 owner._start_batch(self)
+            elif self.phase is _AFTER_RESPONSE and owner.after_route._state is _STARTED:
+                why = f"the response was not sent completely ({type(exc).__name__}: the client went away?)"
+                self._discard(exc, why)
             else:
                 self._discard(exc)
         if type(owner) is TasksScheduler:
@@ -487,13 +556,14 @@ class TasksBatch(_Schedulable):
 
 
 class _Runtime:
-    """The app-wide state behind every request's scheduler: task group, config, shutdown bookkeeping."""
+    """The app-wide state behind every request's scheduler: task group, config, threads, live tasks, shutdown."""
 
     __slots__ = (
         "_idle",
-        "active",
         "closed",
         "config",
+        "limiter",
+        "live",
         "shutdown_timeout",
         "task_scope",
         "tg",
@@ -501,13 +571,22 @@ class _Runtime:
         "token",
     )
 
-    def __init__(self, tg: TaskGroup, config: TaskConfig, shutdown_timeout: float | None) -> None:
+    def __init__(
+        self,
+        tg: TaskGroup,
+        config: TaskConfig,
+        shutdown_timeout: float | None,
+        max_threads: int = DEFAULT_MAX_THREADS,
+    ) -> None:
         self.tg = tg
         self.config = config
         self.shutdown_timeout = shutdown_timeout
         self.token = anyio.lowlevel.current_token()
         self.thread = get_ident()
-        self.active = 0
+        # Sync task bodies and handlers get threads of their own: they never starve FastAPI's sync
+        # endpoints and dependencies, which use anyio's default limiter.
+        self.limiter = anyio.CapacityLimiter(max_threads)
+        self.live: set[Task[..., Any]] = set()
         self.closed = False
         self._idle: anyio.Event | None = None
         # What a task sees as its "current request": none, only the app's runtime. A task copies the
@@ -516,6 +595,11 @@ class _Runtime:
         self.task_scope: Scope = {"type": "fastapi_tasks.task", "state": {RUNTIME_KEY: self}}
 
     def submit(self, task: Task[..., Any]) -> None:
+        """Start `task` now, from any thread.
+
+        Raises:
+            FastAPITasksShutdownError: the app has shut down.
+        """
         if get_ident() != self.thread:
             # A sync endpoint or task runs in a worker thread; task groups are not thread-safe.
             anyio.from_thread.run_sync(self.submit, task, token=self.token)
@@ -524,31 +608,102 @@ class _Runtime:
             raise FastAPITasksShutdownError(
                 f"Cannot start {task.name!r}: the app is shutting down and its tasks were cancelled."
             )
-        self.active += 1
+        self.spawn(task)
+
+    def start_tasks(self, tasks: list[Task[..., Any]], phase: Phase) -> None:
+        """Start a batch's tasks; after shutdown, cancel them (logged at WARNING), never raise."""
+        if get_ident() != self.thread:
+            anyio.from_thread.run_sync(self.start_tasks, tasks, phase, token=self.token)
+            return
+        if not self.closed:
+            for task in tasks:
+                self.spawn(task)
+            return
+        cancelled = [task for task in tasks if not task._status.ended]
+        for task in cancelled:
+            task._set_ended(TaskStatus.CANCELLED)
+        if cancelled:
+            logger.warning(
+                "Cancelled %d %s task(s) of a request that ended after the app shut down: %s",
+                len(cancelled),
+                phase.value,
+                ", ".join(repr(task.name) for task in cancelled),
+            )
+
+    def spawn(self, task: Task[..., Any]) -> None:
+        if task._status.ended:
+            return  # cancelled while it waited for its batch
+        self.live.add(task)
+        task._runtime = self
         # The runner itself is the task's coroutine (a wrapper coroutine would cost memory per pending
         # task), and the name is one that already exists: str(task) would build a string per task. The
-        # runner sets the task's "current request" (this runtime's task_scope) in the task's copy of the
-        # context, and calls task_ended() at its end.
-        runner = run_task if task.config.shield else run_unshielded
-        task._handle = self.tg.create_task(runner(task, self), name=task.name)
+        # task is created in a context whose "current request" is this runtime's task scope: neither the
+        # task nor anyio's done callback (which keeps the context it was added in) holds on to the request.
+        token = current_scope.set(self.task_scope)
+        try:
+            runner = run_task if task.config.shield else run_unshielded
+            task._handle = self.tg.create_task(runner(task, self), name=task.name)
+        finally:
+            current_scope.reset(token)
 
-    def task_ended(self) -> None:
-        self.active -= 1
-        if self.active == 0 and self._idle is not None:
+    def task_ended(self, task: Task[..., Any], /) -> None:
+        self.live.discard(task)
+        if not self.live and self._idle is not None:
             self._idle.set()
 
+    async def _wait_idle(self) -> None:
+        while self.live:
+            self._idle = anyio.Event()
+            await self._idle.wait()
+
     async def shutdown(self) -> None:
-        """Give running tasks the grace period, then cancel the unshielded ones (shielded ones finish)."""
-        if self.shutdown_timeout and self.active:
+        """End every task before the app's own lifespans tear down.
+
+        Running tasks get the grace period; then the unshielded ones are cancelled, and shielded
+        ones (and sync bodies in threads, which cannot be interrupted) are waited for until they end.
+        """
+        if self.closed:
+            await self._wait_idle()
+            return
+        if self.shutdown_timeout and self.live:
             with anyio.move_on_after(self.shutdown_timeout):
-                while self.active:
-                    self._idle = anyio.Event()
-                    await self._idle.wait()
-        if self.active:
-            # `active` counts shielded tasks too, and those are not cancelled: don't call them all unshielded.
-            logger.info("Shutting down: %d background task(s) unfinished; cancelling the unshielded ones", self.active)
+                await self._wait_idle()
         self.closed = True
-        self.tg.cancel_scope.cancel()
+        if self.live:
+            unfinished = sorted(self.live, key=lambda task: task.name)
+            logger.warning(
+                "Shutting down with %d background task(s) unfinished: %s. Cancelling the unshielded ones; "
+                "waiting without a time limit for the shielded ones and for sync ones in a thread, which "
+                "cannot be interrupted",
+                len(unfinished),
+                ", ".join(_describe_unfinished(task) for task in unfinished),
+            )
+            for task in unfinished:
+                if not task.config.shield:
+                    task._cancel()
+        await self._wait_idle()
+
+
+def _describe_unfinished(task: Task[..., Any]) -> str:
+    notes = []
+    if task.config.shield:
+        notes.append("shielded")
+    if task._status is _PENDING:
+        notes.append("not started")
+    elif not is_async_callable(task._target()):
+        notes.append("sync, in a thread")
+    return f"{task.name!r} ({', '.join(notes)})" if notes else repr(task.name)
+
+
+def _push_last(stack: AsyncExitStack, batch: TasksBatch) -> None:
+    # At the bottom of the stack, the batch's exit runs after every teardown of the dependencies on the
+    # stack, whatever the order in which the endpoint declared them: a teardown that raises discards the
+    # batch, whether its dependency was declared before or after `Tasks`.
+    callbacks = getattr(stack, "_exit_callbacks", None)
+    if isinstance(callbacks, deque):
+        callbacks.appendleft((True, batch.__exit__))
+    else:  # pragma: no cover - contextlib has kept its callbacks in this deque since Python 3.7
+        stack.push(batch.__exit__)
 
 
 class TasksScheduler(_Schedulable):
@@ -560,12 +715,24 @@ class TasksScheduler(_Schedulable):
     Parameters:
         tg: the task group the tasks run in (`request.state.fastapi_tasks_tg`).
         config: the configuration every task inherits; defaults to the app-wide one.
+
+    Raises:
+        TypeError: no task group was given and none can be found.
+        FastAPITasksError: created while serving a request whose scope holds no FastAPI exit stacks
+            (a middleware passed a copy of the scope on): its batches could never start.
     """
 
     __slots__ = ("_runtime", "after_response", "after_route", "config")
 
-    def __init__(self, tg: TaskGroup | None = None, config: TaskConfig | None = None, *, _runtime: Any = None) -> None:
-        scope = current_scope.get()
+    def __init__(
+        self,
+        tg: TaskGroup | None = None,
+        config: TaskConfig | None = None,
+        *,
+        _runtime: Any = None,
+        _scope: Scope | None = None,
+    ) -> None:
+        scope = current_scope.get() if _scope is None else _scope
         if _runtime is None:
             _runtime = _find_runtime(scope, tg, config)
         self._runtime = _runtime
@@ -582,14 +749,21 @@ class TasksScheduler(_Schedulable):
 
     def _bind(self, scope: Scope) -> None:
         # FastAPI closes the function stack when the endpoint returns and the request stack once the
-        # response is sent; a batch's __exit__ on each starts it, or discards it if the endpoint raised.
+        # response is sent; a batch's __exit__ on each starts it, or discards it if the request failed.
         # Exit callbacks cost far less per request than a generator dependency.
+        if scope["type"] != "http" and scope["type"] != "websocket":
+            return  # a task's or the lifespan's: batches are started by hand
         function_stack = scope.get("fastapi_function_astack")
         request_stack = scope.get("fastapi_inner_astack")
         if function_stack is None or request_stack is None:
-            return
-        function_stack.push(self.after_route)
-        request_stack.push(self.after_response)
+            raise FastAPITasksError(
+                f"Cannot bind a TasksScheduler to {scope['type']} {scope.get('path', '')!r}: the scope has no "
+                "FastAPI exit stacks, so its after_route and after_response tasks could never start. "
+                "A middleware between add_tasks() and the endpoint passed a copy of the scope on: take the "
+                "scheduler from the Tasks dependency, which sees the endpoint's own scope."
+            )
+        _push_last(function_stack, self.after_route)
+        _push_last(request_stack, self.after_response)
 
     def __repr__(self) -> str:
         return (
@@ -623,13 +797,16 @@ class TasksScheduler(_Schedulable):
     def _submit(self, task: Task[..., Any]) -> None:
         self._runtime.submit(task)
 
+    def _start_tasks(self, tasks: list[Task[..., Any]], phase: Phase) -> None:
+        self._runtime.start_tasks(tasks, phase)
+
     def _start_batch(self, batch: TasksBatch) -> None:
         batch.__start__(self)
 
 
 def _find_runtime(scope: Scope | None, tg: TaskGroup | None, config: TaskConfig | None) -> _Runtime:
     # Direct use, `TasksScheduler(request.state.fastapi_tasks_tg)`: share the app's runtime so the
-    # app-wide config and the shutdown bookkeeping apply; a foreign task group gets its own.
+    # app-wide config, the threads and the shutdown bookkeeping apply; a foreign task group gets its own.
     runtime = None if scope is None else scope.get("state", {}).get(RUNTIME_KEY)
     if isinstance(runtime, _Runtime) and (tg is None or runtime.tg is tg):
         return runtime

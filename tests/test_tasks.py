@@ -490,23 +490,30 @@ async def test_cancel_does_not_stop_a_shielded_task() -> None:
 
 
 @pytest.mark.anyio
-async def test_cancel_before_a_task_started_does_nothing() -> None:
+async def test_cancel_on_a_pending_deferred_task_means_it_never_starts() -> None:
     app = make_app()
     handles: list[Task[..., Any]] = []
+    ran: list[str] = []
+
+    async def job(value: str) -> None:
+        ran.append(value)
 
     @app.get("/")
     async def endpoint(tasks: Tasks) -> None:
-        task = tasks.after_response.schedule(async_job, "ran anyway")
+        task = tasks.after_response.schedule(job, "cancelled")
         task.cancel()
         handles.append(task)
+        handles.append(tasks.after_response.schedule(job, "kept"))
 
     async with serve(app) as client:
         await client.get("/")
         with anyio.fail_after(TIMEOUT):
-            await handles[0].wait()
+            await handles[1].wait()
 
-    assert handles[0].status is TaskStatus.SUCCEEDED
-    assert handles[0].result == "ran anyway"
+    assert handles[0].status is TaskStatus.CANCELLED
+    assert handles[0].done
+    assert handles[1].status is TaskStatus.SUCCEEDED
+    assert ran == ["kept"]
 
 
 # --- batches ------------------------------------------------------------------------------------

@@ -56,6 +56,10 @@ async def test_the_shutdown_log_does_not_call_shielded_tasks_unshielded(caplog: 
         with caplog.at_level(logging.INFO, logger="fastapi_tasks"):
             await env.stop()
 
-    assert "Shutting down: 6 background task(s) unfinished; cancelling the unshielded ones" in caplog.messages
+    [summary] = [message for message in caplog.messages if message.startswith("Shutting down")]
+    assert summary.startswith("Shutting down with 6 background task(s) unfinished: "), summary
+    # Each task is named, the shielded ones marked as such; only the unshielded ones are cancelled.
+    assert summary.count("(shielded") == 3, summary
+    assert "Cancelling the unshielded ones; waiting without a time limit for the shielded ones" in summary
     assert {t.status for t in ledger.named("plain")} == {TaskStatus.CANCELLED}
     assert {t.status for t in ledger.named("shielded")} == {TaskStatus.SUCCEEDED}
