@@ -129,8 +129,7 @@ def resolve_runtime(scope: Scope) -> _Runtime:
     runtime = None if state is None else state.get(RUNTIME_KEY)
     if runtime is not None:
         return runtime  # type: ignore[no-any-return]
-    app = scope.get("app")
-    if current_scope.get() is None and not hasattr(getattr(app, "state", None), CONFIG_KEY):
+    if not tasks_added(scope):
         raise FastAPITasksUninitializedAppError(
             "The Tasks dependency is used, but add_tasks(app) was not called on this app. "
             "Call add_tasks(app) right after creating it."
@@ -140,6 +139,11 @@ def resolve_runtime(scope: Scope) -> _Runtime:
         "Run the lifespan: use `with TestClient(app) as client:` (not a bare TestClient(app)), "
         "or asgi_lifespan.LifespanManager(app) with httpx.AsyncClient."
     )
+
+
+def tasks_added(scope: Scope) -> bool:
+    """Whether `add_tasks` was called on the app serving `scope` (or on an app it is mounted in)."""
+    return current_scope.get() is not None or hasattr(getattr(scope.get("app"), "state", None), CONFIG_KEY)
 
 
 async def get_tasks_scheduler(connection: HTTPConnection) -> TasksScheduler:

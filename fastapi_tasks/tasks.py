@@ -594,6 +594,20 @@ class _Runtime:
         # stacks of that request, which close while the task runs (its batches would never start).
         self.task_scope: Scope = {"type": "fastapi_tasks.task", "state": {RUNTIME_KEY: self}}
 
+    def new_task(
+        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], config: TaskConfig, phase: Phase
+    ) -> Task[..., Any]:
+        """The handle of a task scheduled by one of this app's schedulers (the testing toolkit records it)."""
+        return Task(func, args, kwargs, config, phase=phase)
+
+    def new_dispatch(
+        self, job: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], config: TaskConfig, phase: Phase
+    ) -> Task[..., Any]:
+        """The handle of a job enqueued by one of this app's schedulers."""
+        from ._dispatch import new_dispatch  # imported here: only apps that dispatch pay for it
+
+        return new_dispatch(job, args, kwargs, config, phase)
+
     def submit(self, task: Task[..., Any]) -> None:
         """Start `task` now, from any thread.
 
@@ -778,6 +792,16 @@ class TasksScheduler(_Schedulable):
 
     def _base_config(self) -> TaskConfig:
         return self.config
+
+    def _new_task(
+        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], config: TaskConfig, phase: Phase
+    ) -> Task[..., Any]:
+        return self._runtime.new_task(func, args, kwargs, config, phase)  # type: ignore[no-any-return]
+
+    def _new_dispatch(
+        self, job: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], config: TaskConfig, phase: Phase
+    ) -> Task[..., Any]:
+        return self._runtime.new_dispatch(job, args, kwargs, config, phase)  # type: ignore[no-any-return]
 
     def _add(
         self,

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,6 +186,21 @@ def _rescheduling_for_ever() -> tuple[Callable[[], object], str]:
     )
 
 
+def _numbers() -> Iterator[int]:
+    yield 1
+
+
+async def _async_numbers() -> AsyncIterator[int]:
+    yield 1
+
+
+_GENERATOR = (
+    ": it is a generator function, and calling it would only create a generator without running its body. "
+    "Schedule a function that returns (or an async function that awaits) instead, e.g. one that iterates over "
+    "the generator."
+)
+
+
 def _fixed(trigger: Callable[[], object], message: str) -> Callable[[], tuple[Callable[[], object], str]]:
     return lambda: (trigger, message)
 
@@ -211,6 +226,22 @@ CALLS: list[Misuse] = [
         _fixed(
             _with_scheduler(lambda s: s.after_response.task(name="x").schedule(None)),  # type: ignore[call-overload]
             f"Cannot schedule None{_NOT_CALLABLE}",
+        ),
+    ),
+    Misuse(
+        "schedule a generator function",
+        TypeError,
+        _fixed(
+            _with_scheduler(lambda s: s.schedule(_numbers)),
+            f"Cannot schedule {_numbers!r}{_GENERATOR}",
+        ),
+    ),
+    Misuse(
+        "schedule an async generator function after the response",
+        TypeError,
+        _fixed(
+            _with_scheduler(lambda s: s.after_response.schedule(_async_numbers)),
+            f"Cannot schedule {_async_numbers!r}{_GENERATOR}",
         ),
     ),
     Misuse(
@@ -283,6 +314,19 @@ CALLS: list[Misuse] = [
         ),
     ),
     Misuse(
+        "add_tasks max_threads zero",
+        ValueError,
+        _fixed(lambda: add_tasks(FastAPI(), max_threads=0), "max_threads must be at least 1, not 0"),
+    ),
+    Misuse(
+        "add_tasks max_threads a float",
+        TypeError,
+        _fixed(
+            lambda: add_tasks(FastAPI(), max_threads=2.5),  # type: ignore[arg-type]
+            "max_threads must be a whole number of threads, not 2.5",
+        ),
+    ),
+    Misuse(
         "add_tasks config a dict",
         TypeError,
         _fixed(
@@ -326,30 +370,6 @@ CALLS: list[Misuse] = [
         ),
     ),
     # --- testing toolkit --------------------------------------------------------------------
-    Misuse(
-        "recorder: too many arguments",
-        TypeError,
-        _fixed(
-            lambda: RecordingScheduler().schedule(send_email, "a@example.org", "Hello"),  # type: ignore[call-overload]
-            "Cannot schedule send_email() with these arguments: too many positional arguments.",
-        ),
-    ),
-    Misuse(
-        "recorder: a missing argument",
-        TypeError,
-        _fixed(
-            lambda: RecordingScheduler().after_route.schedule(send_email),  # type: ignore[call-overload]
-            "Cannot schedule send_email() with these arguments: missing a required argument: 'to'.",
-        ),
-    ),
-    Misuse(
-        "recorder: an unknown keyword argument",
-        TypeError,
-        _fixed(
-            lambda: RecordingScheduler().after_response.schedule(send_email, "a@example.org", body="x"),  # type: ignore[arg-type, call-arg]
-            "Cannot schedule send_email() with these arguments: got an unexpected keyword argument 'body'.",
-        ),
-    ),
     Misuse(
         "recorder: a non-callable",
         TypeError,
