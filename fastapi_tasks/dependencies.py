@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 import anyio
@@ -155,7 +156,17 @@ async def get_tasks_scheduler(connection: HTTPConnection) -> TasksScheduler:
         FastAPITasksUninitializedAppError: `add_tasks(app)` was not called, or the lifespan is not running.
     """
     scope = connection.scope
+    if resolution_watchers:
+        for watch in resolution_watchers:
+            watch(scope)
     return TasksScheduler(_runtime=resolve_runtime(scope), _scope=scope)
+
+
+resolution_watchers: list[Callable[[Scope], None]] = []
+"""Called with the scope of each request for which this (not an override) resolves `Tasks`.
+
+The testing toolkit's recorder watches here for an app on which its override was meant to be.
+"""
 
 
 Tasks = Annotated[TasksScheduler, Depends(get_tasks_scheduler)]

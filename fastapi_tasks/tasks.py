@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeAlias, TypeVar, c
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
+from starlette.requests import ClientDisconnect
 from starlette.websockets import WebSocketDisconnect
 
 from ._context import RUNTIME_KEY, current_scope
@@ -541,8 +542,7 @@ class TasksBatch(_Schedulable):
             if exc_type is None or issubclass(exc_type, WebSocketDisconnect):
                 owner._start_batch(self)
             elif self.phase is _AFTER_RESPONSE and owner.after_route._state is _STARTED:
-                why = f"the response was not sent completely ({type(exc).__name__}: the client went away?)"
-                self._discard(exc, why)
+                self._discard(exc, _after_the_endpoint(exc))
             else:
                 self._discard(exc)
         if type(owner) is TasksScheduler:
@@ -553,6 +553,14 @@ class TasksBatch(_Schedulable):
             # with deferred tasks, they made run about twice as often) they cost microseconds per request.
             self._config = owner.config
             self._owner = None
+
+
+def _after_the_endpoint(exc: BaseException | None) -> str:
+    # The endpoint returned (its after_route batch started): what failed came after it.
+    name = type(exc).__name__
+    if isinstance(exc, OSError | ClientDisconnect | anyio.get_cancelled_exc_class()):
+        return f"the client went away before the response was sent ({name})"
+    return f"sending the response or tearing down a request-scoped dependency raised {name} after the endpoint returned"
 
 
 class _Runtime:
