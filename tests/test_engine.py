@@ -195,7 +195,8 @@ def test_a_mounted_app_uses_the_config_production_resolves(anyio_backend: Backen
         LOG.append("sub handler")
 
     outer, sub = FastAPI(), FastAPI()
-    add_tasks(outer, config=TaskConfig(on_error=outer_handler))
+    # A grace period: in production, leaving the TestClient block must not cancel the task before it ran.
+    add_tasks(outer, config=TaskConfig(on_error=outer_handler), shutdown_timeout=TIMEOUT)
     add_tasks(sub, config=TaskConfig(on_error=sub_handler))
 
     @sub.get("/")
