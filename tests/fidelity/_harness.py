@@ -40,6 +40,7 @@ from fastapi.testclient import TestClient
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fastapi_tasks import Task, TaskConfig, add_tasks
+from fastapi_tasks.tasks import DEFAULT_MAX_THREADS
 from fastapi_tasks_testing import RecordingScheduler
 
 from ._differences import ACCEPTED_DIFFERENCES
@@ -88,9 +89,10 @@ class Probe:
         self.requests: list[str] = []
         self.hung: list[str] = []
         self.responses_sent = 0
-        self.sent: list[str] = []
-        """The status of each response the app started, as the server saw it (the client may see an exception)."""
         """Responses whose last body message the server was handed (see `new_app`)."""
+        self.sent: list[str] = []
+        """As the server saw it: the status of each response the app started (the client may see an
+        exception), and how the app ended each WebSocket session."""
         self.running = 0
         self.most_running = 0
         self._signals: dict[str, anyio.Event] = {}
@@ -152,18 +154,47 @@ class _ResponseSentCounter:
         await self.app(scope, receive, counting_send)
 
 
-class _SentStatuses:
-    """Around the whole app, as a server sees it: notes the status of every response the app started."""
+class _ServerSide:
+    """Around the whole app, as a server sees it.
+
+    It notes the status of every HTTP response the app started, and how the app ended each WebSocket
+    session (`probe.sent`); it sets the probe's signal "shutdown" when the server asks the app to shut
+    down, and "served <path>" when the app has ended a WebSocket session.
+    """
 
     def __init__(self, app: ASGIApp, probe: Probe) -> None:
         self.app = app
         self.probe = probe
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+        if scope["type"] == "lifespan":
+            await self._lifespan(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+        else:
+            await self._http(scope, receive, send)
 
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def noting_receive() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.shutdown":
+                self.probe.signal("shutdown").set()
+            return message
+
+        await self.app(scope, noting_receive, send)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ended = "returned"
+        try:
+            await self.app(scope, receive, send)
+        except BaseException as exc:
+            ended = f"raised {_describe_exception(exc)}"
+            raise
+        finally:
+            self.probe.sent.append(f"WEBSOCKET {scope['path']}: the app {ended}")
+            self.probe.signal(f"served {scope['path']}").set()
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def noting_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 self.probe.sent.append(f"{scope['method']} {scope['path']}: {message['status']}")
@@ -173,12 +204,18 @@ class _SentStatuses:
 
 
 def new_app(
-    probe: Probe, *, tasks: bool = True, config: TaskConfig | None = None, app: FastAPI | None = None
+    probe: Probe,
+    *,
+    tasks: bool = True,
+    config: TaskConfig | None = None,
+    app: FastAPI | None = None,
+    shutdown_timeout: float | None = None,
+    max_threads: int = DEFAULT_MAX_THREADS,
 ) -> FastAPI:
     """A FastAPI app (`app`, or a new one) with `add_tasks` (unless `tasks=False`) whose responses `probe` counts."""
     app = FastAPI() if app is None else app
     if tasks:
-        add_tasks(app, config=config)
+        add_tasks(app, config=config, shutdown_timeout=shutdown_timeout, max_threads=max_threads)
     app.add_middleware(_ResponseSentCounter, probe=probe)
     return app
 
@@ -204,10 +241,26 @@ def _describe_exception(exc: BaseException) -> str:
 class Client:
     """What an async script drives: HTTP requests through httpx, and raw ASGI calls for what httpx cannot do."""
 
-    def __init__(self, http: httpx.AsyncClient, app: ASGIApp, probe: Probe) -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        app: ASGIApp,
+        probe: Probe,
+        shutdown: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.http = http
         self.app = app
         self.probe = probe
+        self._shutdown = shutdown
+
+    async def shutdown(self) -> None:
+        """Have the server shut the app down now, as on SIGTERM, and wait until it has.
+
+        Requests still in flight go on: a script starts them in a task group of its own first.
+        """
+        if self._shutdown is None:
+            raise AssertionError("the scenario runs without the lifespan: there is nothing to shut down")
+        await self._shutdown()
 
     async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response | None:
         """Make a request; note its status code, or the exception the client raised."""
@@ -316,6 +369,20 @@ class SyncClient:
         self.client = client
         self.probe = probe
 
+    def wait_until_served(self, path: str) -> None:
+        """Wait until the app has ended the WebSocket session at `path` (returned or raised).
+
+        `TestClient` cancels the app when the script leaves a `websocket_connect()` block: a script
+        that waits first sees how the app ended, whatever the engine does while it ends.
+        """
+        portal = self.client.portal
+        if portal is None:
+            raise AssertionError("the scenario runs without the lifespan: TestClient has no event loop to wait in")
+        portal.call(self._served, path)
+
+    async def _served(self, path: str) -> None:
+        await self.probe.signal(f"served {path}").wait()  # the event made in the app's event loop
+
     def get(self, path: str) -> None:
         """`GET path`; note its status code, or the exception the client raised."""
         try:
@@ -346,6 +413,7 @@ class Scenario:
         script: the requests to make (async, through httpx); the default is one `GET /`.
         sync_script: instead of `script`, requests made through `TestClient` (for WebSockets).
         lifespan: whether the engines run the app's lifespan (`False`: a bare client, in both).
+        backends: the event loops the scenario runs on (asyncio only, for what trio cannot express).
         install_on: the app the recorder is installed on; by default the one `build` returned.
         accepted: the kinds of `ACCEPTED_DIFFERENCES` this scenario may show.
         expect: what DESIGN.md requires of the production outcome, checked on its own.
@@ -359,6 +427,7 @@ class Scenario:
     script: AsyncScript = get_root
     sync_script: SyncScript | None = None
     lifespan: bool = True
+    backends: tuple[Backend, ...] = ("asyncio", "trio")
     install_on: Callable[[FastAPI], FastAPI] | None = None
     accepted: tuple[str, ...] = ()
     expect: Callable[[Outcome], None] | None = None
@@ -411,7 +480,7 @@ class _LogCollector(logging.Handler):
 
 @contextmanager
 def _collecting_logs() -> Iterator[list[str]]:
-    """The `fastapi_tasks` log lines of the block, DEBUG included (the discard log is DEBUG)."""
+    """The `fastapi_tasks` log lines of the block, at every level."""
     logger = logging.getLogger("fastapi_tasks")
     collector = _LogCollector()
     level = logger.level
@@ -430,9 +499,9 @@ async def _run_with_httpx(
     outcome: Outcome | None = None
     lifespan_error: str | None = None
     try:
-        async with _served(app, probe, lifespan=scenario.lifespan) as (http, asgi):
+        async with _served(app, probe, lifespan=scenario.lifespan) as (http, asgi, shutdown):
             with anyio.move_on_after(HANG_GUARD) as guard:
-                await scenario.script(Client(http, asgi, probe))
+                await scenario.script(Client(http, asgi, probe, shutdown))
             if guard.cancelled_caught:
                 probe.hung.append("the request script")
             if recorder is None:
@@ -449,16 +518,19 @@ async def _run_with_httpx(
 
 
 @asynccontextmanager
-async def _served(app: FastAPI, probe: Probe, *, lifespan: bool) -> AsyncIterator[tuple[httpx.AsyncClient, ASGIApp]]:
-    served: ASGIApp = _SentStatuses(app, probe)
+async def _served(
+    app: FastAPI, probe: Probe, *, lifespan: bool
+) -> AsyncIterator[tuple[httpx.AsyncClient, ASGIApp, Callable[[], Awaitable[None]] | None]]:
+    served: ASGIApp = _ServerSide(app, probe)
     if lifespan:
         async with LifespanManager(served) as manager:
             transport = httpx.ASGITransport(app=manager.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-                yield http, manager.app
+                # Shutting down once more when the block ends is a no-op: the lifespan has ended by then.
+                yield http, manager.app, manager.shutdown
     else:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=served), base_url="http://test") as http:
-            yield http, served
+            yield http, served, None
 
 
 def _run_with_testclient(
@@ -469,7 +541,7 @@ def _run_with_testclient(
     backend: Backend,
     lifespan: bool,
 ) -> Outcome:
-    client = TestClient(_SentStatuses(app, probe), backend=backend)
+    client = TestClient(_ServerSide(app, probe), backend=backend)
     if not lifespan:
         script(SyncClient(client, probe))
         return _outcome(probe, recorder)

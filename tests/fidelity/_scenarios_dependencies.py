@@ -80,8 +80,10 @@ class TeardownError(Exception):
 def teardown_raises_app(probe: Probe, *, scope: DependencyScope, tasks_first: bool) -> FastAPI:
     """An endpoint that schedules in each phase, with a dependency whose teardown raises.
 
-    `tasks_first`: `Tasks` comes before the dependency in the signature, so that the dependency's
-    teardown runs before the batches' exit callbacks (exit stacks unwind last in, first out).
+    `tasks_first`: `Tasks` comes before the dependency in the signature, so that FastAPI solves it
+    first: were the batches' exit callbacks pushed where `Tasks` is solved, they would run after the
+    teardown (exit stacks unwind last in, first out) instead of before it. The fate of the tasks must
+    not depend on that order.
     """
     app = new_app(probe)
 
@@ -114,6 +116,39 @@ def teardown_raises_app(probe: Probe, *, scope: DependencyScope, tasks_first: bo
             schedule(tasks)
 
     return app
+
+
+def _teardown_raised(scope: DependencyScope) -> Callable[[Outcome], None]:
+    # The same fate whatever the order of the endpoint's parameters: the deferred tasks whose batch
+    # would start after the teardown are discarded, and the log says why.
+    def expect(outcome: Outcome) -> None:
+        assert outcome["notes"] == {"teardown_ran": True}
+        assert outcome["requests"] == ["GET /: raised TeardownError"]
+        if scope == "function":
+            assert outcome["sent"] == ["GET /: 500"]
+            assert statuses(outcome) == {
+                "immediate": "succeeded",
+                "after_route": "discarded",
+                "after_response": "discarded",
+            }
+            assert outcome["logs"] == {
+                f"INFO Discarded 1 {phase} task(s) because the endpoint or one of its dependencies raised "
+                f"TeardownError: '{phase}'": 1
+                for phase in ("after_route", "after_response")
+            }
+        else:
+            assert outcome["sent"] == ["GET /: 200"]
+            assert statuses(outcome) == {
+                "immediate": "succeeded",
+                "after_route": "succeeded",
+                "after_response": "discarded",
+            }
+            assert outcome["logs"] == {
+                "INFO Discarded 1 after_response task(s) because sending the response or tearing down a "
+                "request-scoped dependency raised TeardownError after the endpoint returned: 'after_response'": 1
+            }
+
+    return expect
 
 
 def dependency_sees_endpoint_error(probe: Probe) -> FastAPI:
@@ -181,18 +216,27 @@ SCENARIOS = [
     ),
     Scenario(
         "yield-teardown-raises-request-scope",
-        "A request-scoped yield dependency's teardown raises after the response (Tasks after it).",
+        "A request-scoped yield dependency's teardown raises after the response (Tasks declared after it).",
         lambda probe: teardown_raises_app(probe, scope="request", tasks_first=False),
+        expect=_teardown_raised("request"),
+    ),
+    Scenario(
+        "yield-teardown-raises-request-scope-tasks-first",
+        "A request-scoped yield dependency's teardown raises after the response (Tasks declared before it).",
+        lambda probe: teardown_raises_app(probe, scope="request", tasks_first=True),
+        expect=_teardown_raised("request"),
     ),
     Scenario(
         "yield-teardown-raises-function-scope",
-        'A Depends(scope="function") yield dependency\'s teardown raises when the endpoint returns.',
+        'A Depends(scope="function") yield dependency\'s teardown raises when the endpoint returns (Tasks after it).',
         lambda probe: teardown_raises_app(probe, scope="function", tasks_first=False),
+        expect=_teardown_raised("function"),
     ),
     Scenario(
-        "yield-teardown-raises-before-batch",
-        "A request-scoped yield dependency's teardown raises, Tasks before it (its exit runs first).",
-        lambda probe: teardown_raises_app(probe, scope="request", tasks_first=True),
+        "yield-teardown-raises-function-scope-tasks-first",
+        'A Depends(scope="function") yield dependency\'s teardown raises when the endpoint returns (Tasks before it).',
+        lambda probe: teardown_raises_app(probe, scope="function", tasks_first=True),
+        expect=_teardown_raised("function"),
     ),
     Scenario(
         "yield-dependency-sees-endpoint-error",

@@ -3,6 +3,8 @@
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations at runtime, and
 # some of them name classes and dependencies local to a scenario's factory.
 
+import asyncio
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -10,10 +12,15 @@ import anyio
 import anyio.lowlevel
 from fastapi import FastAPI
 
-from fastapi_tasks import Task, TaskConfig, Tasks, TasksScheduler
+from fastapi_tasks import Phase, Task, TaskConfig, Tasks, TasksScheduler
 from fastapi_tasks.errors import BatchClosedError
 
 from ._harness import Client, Outcome, Probe, Scenario, new_app, short_name, statuses, task_outcome
+
+if sys.version_info >= (3, 11):
+    from builtins import BaseExceptionGroup
+else:  # anyio depends on the backport before 3.11
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
 __all__ = ["SCENARIOS"]
 
@@ -145,34 +152,121 @@ class Abort(BaseException):
     """A BaseException of the app's own (not KeyboardInterrupt or SystemExit): contained like any failure."""
 
 
-def task_raises_base_exception(probe: Probe) -> FastAPI:
+def _abort() -> BaseException:
+    return Abort("a BaseException of the app's own")
+
+
+def _generator_exit() -> BaseException:
+    return GeneratorExit()
+
+
+def _exception_group() -> BaseException:
+    group: BaseException = BaseExceptionGroup("two things broke", [Abort("abort"), ValueError("boom")])
+    return group
+
+
+def base_exception_app(
+    probe: Probe, make: Callable[[], BaseException], phase: Phase, *, sync: bool = False, in_handler: bool = False
+) -> FastAPI:
+    """A task of `phase` raises `make()` (or fails, and its on_error raises it), next to a bystander.
+
+    A later request schedules a task too: nothing of the app may be disturbed.
+    """
     app = new_app(probe)
 
-    async def abort() -> None:
-        raise Abort("a BaseException of the app's own")
+    def sync_raises() -> None:
+        if in_handler:
+            raise ValueError("the task failed")
+        raise make()
+
+    async def async_raises() -> None:
+        await anyio.lowlevel.checkpoint()
+        sync_raises()
+
+    def handler(task: Task[..., Any], exc: Exception) -> None:
+        probe.see("raises", handled=type(exc).__name__)
+        raise make()
 
     async def bystander() -> str:
         await anyio.lowlevel.checkpoint()
         return "unaffected"
 
+    async def later() -> str:
+        return "later"
+
     @app.get("/")
     async def endpoint(tasks: Tasks) -> None:
-        probe.keep(tasks.after_response.schedule(abort))
-        probe.keep(tasks.after_response.schedule(bystander))
+        batch = {
+            Phase.IMMEDIATE: tasks,
+            Phase.AFTER_ROUTE: tasks.after_route,
+            Phase.AFTER_RESPONSE: tasks.after_response,
+        }
+        definition = batch[phase].task(name="raises", on_error=handler if in_handler else None)
+        probe.keep(definition.schedule(sync_raises if sync else async_raises))
+        probe.keep(batch[phase].task(name="bystander").schedule(bystander))
 
     @app.get("/later")
-    async def later() -> None:
-        pass
+    async def later_request(tasks: Tasks) -> None:
+        probe.keep(tasks.after_response.task(name="later").schedule(later))
 
     return app
 
 
-def _base_exception_contained(outcome: Outcome) -> None:
-    assert outcome["requests"] == ["GET /: 200", "GET /later: 200"]
-    assert "hung" not in outcome
-    assert "lifespan" not in outcome
-    assert task_outcome(outcome, "abort")["status"] == "failed"
-    assert task_outcome(outcome, "bystander")["status"] == "succeeded"
+def _base_exception_contained(exception: str, logged: str, *, in_handler: bool = False) -> Callable[[Outcome], None]:
+    """`exception`: the type the outcome shows; `logged`: how the ERROR line describes it."""
+
+    def expect(outcome: Outcome) -> None:
+        assert outcome["requests"] == ["GET /: 200", "GET /later: 200"]
+        assert "hung" not in outcome
+        assert "lifespan" not in outcome
+        raises = task_outcome(outcome, "raises")
+        assert raises["status"] == "failed"
+        assert raises["exception"] == ("ValueError" if in_handler else exception)
+        if in_handler:
+            assert raises["seen.handled"] == "ValueError"
+        assert task_outcome(outcome, "bystander")["status"] == "succeeded"
+        assert task_outcome(outcome, "later")["status"] == "succeeded"
+        errors = [line for line in outcome["logs"] if line.startswith("ERROR ")]
+        if in_handler:
+            assert errors == [
+                "ERROR Background task 'raises' failed: ValueError: the task failed",
+                f"ERROR The on_error handler base_exception_app.<locals>.handler of background task 'raises' "
+                f"raised: {logged}",
+            ], errors
+        else:
+            assert errors == [f"ERROR Background task 'raises' failed: {logged}"], errors
+
+    return expect
+
+
+def foreign_cancellation(probe: Probe) -> FastAPI:
+    app = new_app(probe)
+
+    async def awaits_a_cancelled_future() -> None:
+        # asyncio only: a future that something else cancels raises CancelledError in whoever awaits
+        # it, though no cancel scope around the task was cancelled.
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        loop.call_soon(future.cancel)
+        await future
+
+    async def bystander() -> str:
+        await anyio.lowlevel.checkpoint()
+        return "unaffected"
+
+    async def later() -> str:
+        return "later"
+
+    @app.get("/")
+    async def endpoint(tasks: Tasks) -> None:
+        probe.keep(tasks.after_response.task(name="raises").schedule(awaits_a_cancelled_future))
+        probe.keep(tasks.after_response.task(name="bystander").schedule(bystander))
+
+    @app.get("/later")
+    async def later_request(tasks: Tasks) -> None:
+        probe.keep(tasks.after_response.task(name="later").schedule(later))
+
+    return app
 
 
 # --- arguments -----------------------------------------------------------------------------------
@@ -285,6 +379,36 @@ def task_builds_scheduler(probe: Probe) -> FastAPI:
     return app
 
 
+def tasks_build_schedulers(probe: Probe) -> FastAPI:
+    app = new_app(probe)
+
+    async def child(label: str) -> str:
+        await anyio.lowlevel.checkpoint()
+        return label
+
+    async def spawn_now(label: str) -> None:
+        probe.keep(TasksScheduler().task(name=f"child-of-{label}").schedule(child, label))
+
+    def spawn_from_a_thread(label: str) -> None:
+        # A sync task builds its scheduler in its worker thread.
+        probe.keep(TasksScheduler().task(name=f"child-of-{label}").schedule(child, label))
+
+    async def spawn_a_batch(label: str) -> None:
+        # A scheduler built in a task is bound to no request: its batches start when the task says so.
+        tasks = TasksScheduler()
+        probe.keep(tasks.after_response.task(name=f"batched-child-of-{label}").schedule(child, label))
+        probe.keep(tasks.task(name=f"child-of-{label}").schedule(child, label))
+        tasks.after_response.__start__(tasks)
+
+    @app.get("/")
+    async def endpoint(tasks: Tasks) -> None:
+        probe.keep(tasks.task(name="immediate").schedule(spawn_now, "immediate"))
+        probe.keep(tasks.after_route.task(name="after_route").schedule(spawn_from_a_thread, "after_route"))
+        probe.keep(tasks.after_response.task(name="after_response").schedule(spawn_a_batch, "after_response"))
+
+    return app
+
+
 def immediate_task_schedules_after_route(probe: Probe) -> FastAPI:
     app = new_app(probe)
 
@@ -386,15 +510,36 @@ async def _get_root_text(client: Client) -> None:
 def cancel_pending_deferred_task(probe: Probe) -> FastAPI:
     app = new_app(probe)
 
-    async def later() -> str:
+    async def later(label: str) -> str:
+        probe.see(label, started=True)
         return "ran anyway"
 
     @app.get("/")
     async def endpoint(tasks: Tasks) -> None:
-        # Whatever cancel() does to a task that was not started yet, both engines must do it.
-        probe.keep(tasks.after_route.schedule(later)).cancel()
+        probe.keep(tasks.after_route.task(name="cancelled-after-route").schedule(later, "cancelled-after-route"))
+        probe.keep(tasks.after_route.task(name="after_route").schedule(later, "after_route"))
+        probe.keep(
+            tasks.after_response.task(name="cancelled-after-response").schedule(later, "cancelled-after-response")
+        )
+        probe.tasks["cancelled-after-route"].cancel()
+        probe.tasks["cancelled-after-response"].cancel()
 
     return app
+
+
+def _cancelled_before_it_started(outcome: Outcome) -> None:
+    assert statuses(outcome) == {
+        "cancelled-after-route": "cancelled",
+        "after_route": "succeeded",
+        "cancelled-after-response": "cancelled",
+    }
+    assert task_outcome(outcome, "after_route")["seen.started"] is True
+    assert "seen.started" not in task_outcome(outcome, "cancelled-after-route")
+    assert "seen.started" not in task_outcome(outcome, "cancelled-after-response")
+    assert outcome["logs"] == {
+        f"INFO Background task '{name}' was cancelled before it started": 1
+        for name in ("cancelled-after-route", "cancelled-after-response")
+    }
 
 
 def shielded_in_every_phase(probe: Probe) -> FastAPI:
@@ -427,9 +572,47 @@ SCENARIOS = [
     Scenario(
         "task-raises-base-exception",
         "An after_response task raises a BaseException subclass of the app's own, next to another task.",
-        task_raises_base_exception,
+        lambda probe: base_exception_app(probe, _abort, Phase.AFTER_RESPONSE),
         script=_get_root_then_later,
-        expect=_base_exception_contained,
+        expect=_base_exception_contained("Abort", "Abort: a BaseException of the app's own"),
+    ),
+    Scenario(
+        "sync-task-raises-base-exception",
+        "A sync immediate task (in a worker thread) raises a BaseException subclass, next to another task.",
+        lambda probe: base_exception_app(probe, _abort, Phase.IMMEDIATE, sync=True),
+        script=_get_root_then_later,
+        expect=_base_exception_contained("Abort", "Abort: a BaseException of the app's own"),
+    ),
+    Scenario(
+        "task-raises-generator-exit",
+        "An immediate task raises GeneratorExit, next to another task.",
+        lambda probe: base_exception_app(probe, _generator_exit, Phase.IMMEDIATE),
+        script=_get_root_then_later,
+        expect=_base_exception_contained("GeneratorExit", "GeneratorExit"),
+    ),
+    Scenario(
+        "task-raises-base-exception-group",
+        "An after_route task raises a BaseExceptionGroup, next to another task.",
+        lambda probe: base_exception_app(probe, _exception_group, Phase.AFTER_ROUTE),
+        script=_get_root_then_later,
+        expect=_base_exception_contained(
+            "BaseExceptionGroup[Abort, ValueError]", "BaseExceptionGroup: two things broke (2 sub-exceptions)"
+        ),
+    ),
+    Scenario(
+        "on-error-raises-base-exception",
+        "A task fails and its on_error handler raises a BaseException subclass, next to another task.",
+        lambda probe: base_exception_app(probe, _abort, Phase.AFTER_RESPONSE, in_handler=True),
+        script=_get_root_then_later,
+        expect=_base_exception_contained("Abort", "Abort: a BaseException of the app's own", in_handler=True),
+    ),
+    Scenario(
+        "foreign-cancellation",
+        "asyncio: a task awaits a future that something else cancels (a CancelledError not ours), next to another.",
+        foreign_cancellation,
+        script=_get_root_then_later,
+        backends=("asyncio",),
+        expect=_base_exception_contained("CancelledError", "CancelledError"),
     ),
     Scenario(
         "on-error-async",
@@ -489,6 +672,12 @@ SCENARIOS = [
         expect=_all_succeeded,
     ),
     Scenario(
+        "tasks-build-schedulers",
+        "A task in each phase builds TasksScheduler() (a sync one in its thread) and schedules with it.",
+        tasks_build_schedulers,
+        expect=_all_succeeded,
+    ),
+    Scenario(
         "immediate-task-schedules-after-route",
         "An immediate task, awaited by its endpoint, adds an after_route task to the request's batch.",
         immediate_task_schedules_after_route,
@@ -525,8 +714,9 @@ SCENARIOS = [
     ),
     Scenario(
         "cancel-pending-deferred-task",
-        "The endpoint calls task.cancel() on an after_route task before it was started.",
+        "The endpoint cancels an after_route and an after_response task before they were started.",
         cancel_pending_deferred_task,
+        expect=_cancelled_before_it_started,
     ),
     Scenario(
         "shielded-in-every-phase",

@@ -17,7 +17,13 @@ from pathlib import Path
 import pytest
 from _pytest.mark.structures import ParameterSet
 
-from . import _scenarios_dependencies, _scenarios_requests, _scenarios_tasks, _scenarios_transport
+from . import (
+    _scenarios_dependencies,
+    _scenarios_requests,
+    _scenarios_tasks,
+    _scenarios_transport,
+    test_background_tasks,
+)
 from ._differences import ACCEPTED_DIFFERENCES
 from ._harness import Backend, Outcome, Scenario, compare, run_scenario
 
@@ -30,97 +36,39 @@ SCENARIOS: list[Scenario] = [
 BACKENDS: tuple[Backend, ...] = ("asyncio", "trio")
 
 KNOWN_GAPS: dict[str, str] = {
-    # Issue 11 #1 and the after_route timing: run mode runs deferred tasks inline in FastAPI's exit
-    # callbacks, before the rest of the stack unwinds; production only starts them there.
-    "yield-session-after-response": (
-        "production: use_session runs after the yield dependency closed the session and fails "
-        "(RuntimeError: session is closed); recorder: it runs before the teardown, sees the session "
-        "open and succeeds"
-    ),
-    "yield-session-request-scope-after-route": (
-        "production: the after_route task runs after the request-scoped session closed and fails "
-        "(RuntimeError); recorder: it runs before the response, session open, succeeds"
-    ),
-    "yield-session-function-scope-after-route": (
-        'production: the after_route task runs after the Depends(scope="function") session closed and '
-        "fails (RuntimeError); recorder: it runs before the teardown, session open, succeeds"
-    ),
+    # Run mode runs the after_route tasks at the bottom of FastAPI's function stack: the request waits
+    # there (RecordingScheduler._dependency pushes wait_at_bottom on both stacks) until they have ended,
+    # before the response is sent. Production only starts them there; their bodies begin at the
+    # request's next checkpoint, and nothing between there and the request-scoped teardown checkpoints
+    # when sending the response does not (httpx's ASGITransport; uvicorn unless the socket is full): so
+    # they begin after the response was sent and the request-scoped dependencies were torn down.
     "after-route-body-timing": (
         "production: the after_route task's body begins after the response was sent (responses_sent=1); "
-        "recorder: before it is sent (0)"
+        "recorder: before it is sent (0), because the request waits for it at the bottom of the function stack"
     ),
-    # Issue 11 #2 and the lifespan: the recorder's override needs neither add_tasks nor the lifespan.
-    "no-add-tasks": (
-        "production: the request fails with FastAPITasksUninitializedAppError (500), no task; recorder: "
-        "200 and the three tasks succeed"
+    "yield-session-request-scope-after-route": (
+        "production: the after_route task's body begins after the request-scoped session was closed and "
+        "fails (RuntimeError: session is closed); recorder: it runs before the response is sent, while the "
+        "session is open, and succeeds: the test passes, production fails"
     ),
-    "lifespan-not-running": (
-        "production: the request fails with FastAPITasksUninitializedAppError (500), no task; recorder: "
-        "200 and the three tasks succeed"
+    # A refused schedule must leave no record (issue 11); this one does.
+    "schedule-after-shutdown-refused": (
+        "both refuse tasks.schedule() after the shutdown with FastAPITasksShutdownError, but the recorder "
+        "keeps a record of the refused task (immediate, pending for ever): TasksScheduler._add asks the "
+        "runtime for the handle first (RequestRuntime.new_task records it) and submits it after, and "
+        "_Runtime.submit refuses it once the runtime is closed"
     ),
-    # Issue 11 #3.
-    "refused-schedule": (
-        "both refuse the schedule with BatchClosedError, but the recorder keeps a record of the refused "
-        "task (after_response, pending for ever); production has no such task"
-    ),
-    # Issue 11 #7.
-    "mounted-app-own-config-recorder-on-sub": (
-        "production: the mounted app's failing task uses the parent's config (on_error=parent_handler; "
-        "the mounted app's own add_tasks config is never used); recorder installed on the mounted app: "
-        "sub_handler"
-    ),
-    # Issue 11 #8.
-    "wrong-arguments-immediate": (
-        "production: 200, send fails in the background with TypeError, the after_response audit succeeds; "
-        "recorder: TypeError raised by schedule() in the endpoint, 500, audit discarded, no send task"
-    ),
-    "wrong-arguments-after-response": (
-        "production: 200, send fails after the response with TypeError, audit succeeds; recorder: TypeError "
-        "raised by after_response.schedule() in the endpoint, 500, audit discarded, no send task"
-    ),
-    # Issue 11 #5: the order is an accepted difference, run mode's determinism is not.
-    "immediate-order[trio]": (
-        "run mode is not deterministic on trio: over 30 requests both 'first,second' and 'second,first' "
-        "occur; it must always start the first scheduled task first"
-    ),
-    # Issue 11 #6 (a plain test, recorder-only).
-    "dependency-overrides-replaced": (
-        "the test fails only with 'Expected send_welcome(...) to be scheduled, but no task matches ... "
-        "(no tasks were scheduled)': nothing says that app.dependency_overrides = {...} replaced the "
-        "recorder's override, nor how to fix it"
-    ),
-    # Tasks on a scheduler that run mode does not own.
-    "direct-tasks-scheduler": (
-        "production: both tasks succeed; recorder: TasksScheduler(request.state.fastapi_tasks_tg) is the "
-        "production scheduler, so its tasks are neither recorded nor run by run mode: still pending when "
-        "the client's call returns, and cancelled at shutdown"
-    ),
-    "task-builds-scheduler": (
-        "production: the child succeeds; recorder: TasksScheduler() built inside a task is the production "
-        "scheduler, so the child is neither recorded nor run by run mode: still running when the client's "
-        "call returns, then cancelled at shutdown"
-    ),
-    # FastAPI's BackgroundTasks, which the recorder records too (issue 14).
+    # FastAPI's BackgroundTasks, which the recorder records too (issue 14): the accepted difference
+    # "failure-reaches-the-server" covers what the server and a yield dependency see, not this.
     "starlette-background-task-raises": (
-        "production: the BackgroundTasks task's RuntimeError escapes the app after the 200 (the client "
-        "raises), and the after_response task is discarded ('because the endpoint raised RuntimeError'); "
-        "recorder: the failure is contained and logged, the client gets 200, after_response succeeds"
+        "production: the BackgroundTasks task's RuntimeError propagates out of the request after the 200 "
+        "(the client raises it), so the request's after_response batch is discarded (INFO 'because sending "
+        "the response or tearing down a request-scoped dependency raised RuntimeError ...'); recorder: the "
+        "failure is recorded and logged (ERROR), the client gets 200 and the after_response task runs"
     ),
     "starlette-background-task-wrong-arguments": (
-        "production: the app sends 200, then the BackgroundTasks call fails with TypeError; recorder: "
-        "add_task() raises TypeError in the endpoint, so the app sends 500 (the client raises TypeError "
-        "and after_response is discarded in both)"
-    ),
-    # Issue 12 (production containment) and run mode alike.
-    "task-raises-base-exception": (
-        "production: the BaseException escapes the runner and ends the app's task group: abort stays "
-        "'running', bystander is cancelled, the lifespan ends with BaseExceptionGroup[Abort] (nested on "
-        "trio); recorder: the request raises Abort at the client, abort stays 'running', bystander "
-        "stays 'pending'"
-    ),
-    # Production does not start the deferred batches (see PRODUCTION_GAPS); run mode does.
-    "scope-copying-middleware-inside": (
-        "production: after_route and after_response stay pending for ever; recorder: all three succeed"
+        "as starlette-background-task-raises, with the TypeError of the call: production discards the "
+        "request's after_response task and the client raises TypeError; recorder: logged, 200, after_response runs"
     ),
 }
 """Scenarios where the engines disagree today (`id`, or `id[backend]` for one backend only) -> what differs.
@@ -131,22 +79,12 @@ differences, which are permanent and documented.
 """
 
 PRODUCTION_GAPS: dict[str, str] = {
-    "scope-copying-middleware-inside": (
-        "after_route and after_response stay pending for ever: TasksScheduler._bind looks for FastAPI's exit "
-        "stacks in the scope the add_tasks middleware saw, but the middleware inside it passed a copy on, "
-        "and FastAPI put the stacks on the copy"
-    ),
-    "streaming-abandoned-cancelled": (
-        "the discard log says 'because the endpoint raised CancelledError'; the endpoint returned, the "
-        "client went away (issue 11 #10)"
-    ),
-    "streaming-abandoned-send-fails": (
-        "the discard log says 'because the endpoint raised ClientDisconnect'; the endpoint returned, the "
-        "client went away"
-    ),
-    "task-raises-base-exception": (
-        "a BaseException subclass raised by a task ends the app's task group: the task stays 'running', "
-        "its neighbour is cancelled, the lifespan fails (issue 12)"
+    # Issue 11 #6: "the discard log says why: the endpoint raised (which exception), or the client went
+    # away before the response was sent". After a clean endpoint it does; a cancelled endpoint is
+    # reported as one that raised.
+    "request-cancelled-mid-endpoint": (
+        "the request is cancelled (its client gave up) while the endpoint waits; the discard log says "
+        "'because the endpoint or one of its dependencies raised CancelledError' (trio: Cancelled)"
     ),
 }
 """Scenarios where production does not do what DESIGN.md requires today (`id` or `id[backend]`) -> what it does."""
@@ -174,7 +112,7 @@ async def production_outcome(scenario: Scenario, backend: Backend) -> Outcome:
 def _params(scenarios: list[Scenario], gaps: dict[str, str], kind: str) -> list[ParameterSet]:
     params = []
     for scenario in scenarios:
-        for backend in BACKENDS:
+        for backend in scenario.backends:
             reason = gaps.get(scenario.id) or gaps.get(f"{scenario.id}[{backend}]")
             marks = [] if reason is None else [pytest.mark.xfail(strict=True, reason=f"{kind}: {reason}")]
             params.append(pytest.param(scenario, backend, marks=marks, id=f"{scenario.id}[{backend}]"))
@@ -216,7 +154,9 @@ def test_the_table_is_large_and_well_formed() -> None:
     assert len(ids) >= 40
     assert len(set(ids)) == len(ids), "scenario ids must be unique"
     assert all(re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", i) for i in ids), ids
+    assert all(scenario.backends and set(scenario.backends) <= set(BACKENDS) for scenario in SCENARIOS)
     used = {kind for scenario in SCENARIOS for kind in scenario.accepted}
+    used |= {kind for scenario in test_background_tasks.SCENARIOS for kind in scenario.accepted}
     assert used == set(ACCEPTED_DIFFERENCES), "every accepted difference is shown by a scenario"
     for gaps in (KNOWN_GAPS, PRODUCTION_GAPS):
         for key in gaps:
