@@ -11,18 +11,25 @@ from typing import Any
 
 from fastapi_tasks import Phase, TaskStatus
 
-from ._assertions import RecordQueries, TaskSpec
-from ._dispatch import DispatchQueries, DispatchRecord
+from ._assertions import RecordQueries
+from ._capture import CapturedRecords
+from ._dispatch import DispatchQueries, DispatchRecord, JobRuns
+from ._faults import Fault
+from ._matching import Predicate, TaskSpec
 from ._recorder import MODES, Mode, RecordingScheduler, RequestRecords
 from ._records import RequestInfo, TaskRecord
 from ._timeline import render_timeline
 
 __all__ = [
     "MODES",
+    "CapturedRecords",
     "DispatchQueries",
     "DispatchRecord",
+    "Fault",
+    "JobRuns",
     "Mode",
     "Phase",
+    "Predicate",
     "RecordQueries",
     "RecordingScheduler",
     "RequestInfo",
@@ -31,35 +38,69 @@ __all__ = [
     "TaskSpec",
     "TaskStatus",
     "assert_dispatched",
+    "assert_dispatched_once",
     "assert_not_dispatched",
     "assert_not_scheduled",
+    "assert_nothing_dispatched",
+    "assert_nothing_scheduled",
     "assert_order",
     "assert_scheduled",
     "assert_scheduled_once",
+    "assert_timeline",
     "render_timeline",
 ]
 
 
 def assert_scheduled(
-    recorder: RecordQueries, task: TaskSpec, /, *args: Any, phase: Phase | str | None = None, **kwargs: Any
+    recorder: RecordQueries,
+    task: TaskSpec,
+    /,
+    *args: Any,
+    phase: Phase | str | None = None,
+    partial: bool = False,
+    where: Predicate | None = None,
+    times: int | None = None,
+    **kwargs: Any,
 ) -> TaskRecord:
-    """`recorder.assert_scheduled(task, *args, phase=phase, **kwargs)`, as a function."""
+    """`recorder.assert_scheduled(task, *args, **options_and_kwargs)`, as a function."""
     __tracebackhide__ = True
-    return recorder.assert_scheduled(task, *args, phase=phase, **kwargs)
+    return recorder.assert_scheduled(task, *args, phase=phase, partial=partial, where=where, times=times, **kwargs)
 
 
 def assert_scheduled_once(
-    recorder: RecordQueries, task: TaskSpec, /, *args: Any, phase: Phase | str | None = None, **kwargs: Any
+    recorder: RecordQueries,
+    task: TaskSpec,
+    /,
+    *args: Any,
+    phase: Phase | str | None = None,
+    partial: bool = False,
+    where: Predicate | None = None,
+    **kwargs: Any,
 ) -> TaskRecord:
-    """`recorder.assert_scheduled_once(task, *args, phase=phase, **kwargs)`, as a function."""
+    """`recorder.assert_scheduled_once(task, *args, phase=..., partial=..., where=..., **kwargs)`, as a function."""
     __tracebackhide__ = True
-    return recorder.assert_scheduled_once(task, *args, phase=phase, **kwargs)
+    return recorder.assert_scheduled_once(task, *args, phase=phase, partial=partial, where=where, **kwargs)
 
 
-def assert_not_scheduled(recorder: RecordQueries, task: TaskSpec, /, *, phase: Phase | str | None = None) -> None:
-    """`recorder.assert_not_scheduled(task, phase=phase)`, as a function."""
+def assert_not_scheduled(
+    recorder: RecordQueries,
+    task: TaskSpec,
+    /,
+    *args: Any,
+    phase: Phase | str | None = None,
+    partial: bool = False,
+    where: Predicate | None = None,
+    **kwargs: Any,
+) -> None:
+    """`recorder.assert_not_scheduled(task, *args, phase=..., partial=..., where=..., **kwargs)`, as a function."""
     __tracebackhide__ = True
-    recorder.assert_not_scheduled(task, phase=phase)
+    recorder.assert_not_scheduled(task, *args, phase=phase, partial=partial, where=where, **kwargs)
+
+
+def assert_nothing_scheduled(recorder: RecordQueries, /, *, phase: Phase | str | None = None) -> None:
+    """`recorder.assert_nothing_scheduled(phase=phase)`, as a function."""
+    __tracebackhide__ = True
+    recorder.assert_nothing_scheduled(phase=phase)
 
 
 def assert_order(recorder: RecordQueries, /, *tasks: TaskSpec) -> None:
@@ -68,15 +109,61 @@ def assert_order(recorder: RecordQueries, /, *tasks: TaskSpec) -> None:
     recorder.assert_order(*tasks)
 
 
+def assert_timeline(
+    recorder: RecordQueries, /, *calls: TaskSpec | tuple[TaskSpec, Any], any_order: bool = False
+) -> list[TaskRecord]:
+    """`recorder.assert_timeline(*calls, any_order=any_order)`, as a function."""
+    __tracebackhide__ = True
+    return recorder.assert_timeline(*calls, any_order=any_order)
+
+
 def assert_dispatched(
-    recorder: DispatchQueries, job: TaskSpec, /, *args: Any, phase: Phase | str | None = None, **kwargs: Any
+    recorder: DispatchQueries,
+    job: TaskSpec,
+    /,
+    *args: Any,
+    phase: Phase | str | None = None,
+    partial: bool = False,
+    where: Predicate | None = None,
+    times: int | None = None,
+    **kwargs: Any,
 ) -> DispatchRecord:
-    """`recorder.assert_dispatched(job, *args, phase=phase, **kwargs)`, as a function."""
+    """`recorder.assert_dispatched(job, *args, **options_and_kwargs)`, as a function."""
     __tracebackhide__ = True
-    return recorder.assert_dispatched(job, *args, phase=phase, **kwargs)
+    return recorder.assert_dispatched(job, *args, phase=phase, partial=partial, where=where, times=times, **kwargs)
 
 
-def assert_not_dispatched(recorder: DispatchQueries, job: TaskSpec, /, *, phase: Phase | str | None = None) -> None:
-    """`recorder.assert_not_dispatched(job, phase=phase)`, as a function."""
+def assert_dispatched_once(
+    recorder: DispatchQueries,
+    job: TaskSpec,
+    /,
+    *args: Any,
+    phase: Phase | str | None = None,
+    partial: bool = False,
+    where: Predicate | None = None,
+    **kwargs: Any,
+) -> DispatchRecord:
+    """`recorder.assert_dispatched_once(job, *args, phase=..., partial=..., where=..., **kwargs)`, as a function."""
     __tracebackhide__ = True
-    recorder.assert_not_dispatched(job, phase=phase)
+    return recorder.assert_dispatched_once(job, *args, phase=phase, partial=partial, where=where, **kwargs)
+
+
+def assert_not_dispatched(
+    recorder: DispatchQueries,
+    job: TaskSpec,
+    /,
+    *args: Any,
+    phase: Phase | str | None = None,
+    partial: bool = False,
+    where: Predicate | None = None,
+    **kwargs: Any,
+) -> None:
+    """`recorder.assert_not_dispatched(job, *args, phase=..., partial=..., where=..., **kwargs)`, as a function."""
+    __tracebackhide__ = True
+    recorder.assert_not_dispatched(job, *args, phase=phase, partial=partial, where=where, **kwargs)
+
+
+def assert_nothing_dispatched(recorder: DispatchQueries, /, *, phase: Phase | str | None = None) -> None:
+    """`recorder.assert_nothing_dispatched(phase=phase)`, as a function."""
+    __tracebackhide__ = True
+    recorder.assert_nothing_dispatched(phase=phase)

@@ -17,15 +17,21 @@ import anyio
 
 from fastapi_tasks import Phase, TaskConfig, TaskStatus
 from fastapi_tasks._dispatch import DispatchTask, dispatch_error, find_dispatcher, prepare_dispatch
+from fastapi_tasks._runner import describe_exception
 
-from ._assertions import RecordQueries, TaskSpec, _phase, matches_task, task_label
+from ._assertions import COUNT_OPTIONS, MATCH_OPTIONS, RecordQueries, bullet, check_times, times_text, were
+from ._engine import run_recorded
+from ._faults import Fault, check_exception
+from ._matching import Expected, Predicate, TaskSpec, matches_task, parse_phase, task_label
 from ._records import RequestInfo, TaskRecord
-from ._timeline import format_call, outcome
+from ._timeline import format_call, one_line, outcome, short_repr, shorten_message
 
 if TYPE_CHECKING:
     from ._recorder import Mode
 
-__all__ = ["DispatchQueries", "DispatchRecord", "DispatchRecorder"]
+__all__ = ["DispatchQueries", "DispatchRecord", "DispatchRecorder", "JobRuns"]
+
+_MAX_PASSES = 1000  # run_dispatched(follow=True): a pass runs the jobs dispatched by the previous one
 
 
 class DispatchRecord(TaskRecord, DispatchTask):
@@ -35,15 +41,17 @@ class DispatchRecord(TaskRecord, DispatchTask):
     `args` and `kwargs` are the arguments after a round trip through the queue's serializer, as
     a worker receives them. Its status is pending, then dispatched (or failed with a
     `DispatchError`, discarded, cancelled). After `run_dispatched()`, `job_ran` is true and
-    `job_result` holds what the job returned.
+    `job_result` holds what the job returned (or `job_exception` what it raised, when the run
+    collected errors).
     """
 
-    __slots__ = ("_original", "_send_error", "job_ran", "job_result")
+    __slots__ = ("_original", "_send_error", "job_exception", "job_ran", "job_result")
 
     _original: tuple[tuple[Any, ...], dict[str, Any]]
     _send_error: Exception | None
     job_ran: bool
     job_result: Any
+    job_exception: Exception | None
 
     def __repr__(self) -> str:
         return (
@@ -64,8 +72,6 @@ class DispatchRecord(TaskRecord, DispatchTask):
             raise dispatch_error(self, self._send_error) from self._send_error
         fault = recorder._dispatch_fault_for(self)
         if fault is not None:
-            # A failure the test injected is expected: teardown does not report it.
-            self.handled = True
             raise dispatch_error(self, fault) from fault
         if recorder.mode == "spy":
             original_args, original_kwargs = self._original
@@ -73,8 +79,36 @@ class DispatchRecord(TaskRecord, DispatchTask):
         return None
 
 
+class JobRuns(list[DispatchRecord]):
+    """What `run_dispatched()` returns: the records whose jobs it ran, in order, and how they went."""
+
+    @property
+    def failed(self) -> list[DispatchRecord]:
+        """The records whose job raised (kept in their `job_exception`)."""
+        return [record for record in self if record.job_exception is not None]
+
+    @property
+    def succeeded(self) -> list[DispatchRecord]:
+        """The records whose job returned (what it returned is in their `job_result`)."""
+        return [record for record in self if record.job_exception is None]
+
+    def summary(self) -> str:
+        """One line per job run: `- #1 shop.ship(1): returned 'ok'` or `...: raised KeyError: 'x'`."""
+        if not self:
+            return "(no job was run)"
+        lines = []
+        for record in self:
+            call = format_call(record.job_name, record.args, record.kwargs)
+            if record.job_exception is None:
+                lines.append(f"- #{record.seq} {call}: returned {short_repr(record.job_result)}")
+            else:
+                raised = shorten_message(one_line(describe_exception(record.job_exception)), 80)
+                lines.append(f"- #{record.seq} {call}: raised {raised}")
+        return "\n".join(lines)
+
+
 class DispatchQueries(RecordQueries):
-    """Queries and assertions over recorded dispatches; the recorder and its per-request views share them."""
+    """Queries and assertions over recorded dispatches; the recorder and its views share them."""
 
     @property
     def dispatches(self) -> list[DispatchRecord]:
@@ -82,45 +116,118 @@ class DispatchQueries(RecordQueries):
         return [record for record in self.records if isinstance(record, DispatchRecord)]
 
     def assert_dispatched(
-        self, job: TaskSpec, /, *args: Any, phase: Phase | str | None = None, **kwargs: Any
+        self,
+        job: TaskSpec,
+        /,
+        *args: Any,
+        phase: Phase | str | None = None,
+        partial: bool = False,
+        where: Predicate | None = None,
+        times: int | None = None,
+        **kwargs: Any,
     ) -> DispatchRecord:
-        """Assert that `job` was handed to its queue (with these arguments, in this phase, when given).
+        """Assert that `job` was handed to its queue (with these arguments, in this phase, ..., when given).
 
-        Arguments compare with `==` against the arguments after the serializer's round trip
-        (`unittest.mock.ANY` works); without arguments any call matches.
+        Arguments are bound to the job's signature and compare with `==` against the arguments
+        after the serializer's round trip (`unittest.mock.ANY` works); without arguments any call
+        matches. The options are `assert_scheduled()`'s.
+
+        Parameters:
+            job: the job, or its name.
+            phase: the phase it was enqueued in.
+            partial: when true, only the given arguments must match.
+            where: a predicate the record must satisfy.
+            times: exactly this many dispatches must match (by default, at least one).
 
         Returns:
             The first matching record; its `job_id` is the id the job was enqueued with.
         """
         __tracebackhide__ = True
-        wanted = _phase(phase)
-        found = [record for record in self._matching(job, wanted, args, kwargs) if isinstance(record, DispatchRecord)]
-        for record in found:
-            if record.status is TaskStatus.DISPATCHED:
-                return record
-        expected = _expected_job(job, wanted, args, kwargs)
-        if found:
-            seen = ", ".join(f"#{record.seq} {outcome(record)}" for record in found)
-            self._fail(f"Expected {expected} to be dispatched, but: {seen}.")
-        self._fail(
-            f"Expected {expected} to be dispatched, but no dispatch matches." + self._closest(job, wanted, args, kwargs)
+        check_times(times, "assert_not_dispatched")
+        expected = self._expect(
+            "assert_dispatched", job, args, kwargs, COUNT_OPTIONS, times, phase=phase, partial=partial, where=where
         )
+        return self._assert_dispatch_count(expected, times)
 
-    def assert_not_dispatched(self, job: TaskSpec, /, *, phase: Phase | str | None = None) -> None:
-        """Assert that no enqueueing of `job` (in `phase`, when given) reached its queue.
+    def assert_dispatched_once(
+        self,
+        job: TaskSpec,
+        /,
+        *args: Any,
+        phase: Phase | str | None = None,
+        partial: bool = False,
+        where: Predicate | None = None,
+        **kwargs: Any,
+    ) -> DispatchRecord:
+        """Assert that exactly one dispatch matches, as `assert_dispatched(..., times=1)` does.
+
+        Returns:
+            The matching record.
+        """
+        __tracebackhide__ = True
+        expected = self._expect(
+            "assert_dispatched_once", job, args, kwargs, MATCH_OPTIONS, phase=phase, partial=partial, where=where
+        )
+        return self._assert_dispatch_count(expected, 1)
+
+    def _assert_dispatch_count(self, expected: Expected, times: int | None) -> DispatchRecord:
+        __tracebackhide__ = True
+        found = [record for record in self.dispatches if expected.matches(record)]
+        sent = [record for record in found if record.status is TaskStatus.DISPATCHED]
+        if sent and (times is None or len(sent) == times):
+            self._mark(sent)
+            return sent[0]
+        wanted = f"Expected {_job_expected(expected)} to be dispatched"
+        if times is not None:
+            wanted += f" {times_text(times)}"
+        if not found:
+            self._fail(
+                f"{wanted}, but no dispatch matches." + self._why_none(expected, "dispatch"),
+                self._focus(expected, "dispatch"),
+            )
+        if not sent:
+            seen = ", ".join(f"#{record.seq} {outcome(record)}" for record in found)
+            self._fail(f"{wanted}, but: {seen}.", found)
+        self._fail(f"{wanted}, but {were(len(sent))}:\n" + "\n".join(map(bullet, sent)), found)
+
+    def assert_not_dispatched(
+        self,
+        job: TaskSpec,
+        /,
+        *args: Any,
+        phase: Phase | str | None = None,
+        partial: bool = False,
+        where: Predicate | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Assert that no matching enqueueing of `job` (these arguments, this phase, ..., when given) reached its queue.
 
         Dispatches that were discarded, failed, cancelled or are still pending were not sent.
         """
         __tracebackhide__ = True
-        wanted = _phase(phase)
+        expected = self._expect(
+            "assert_not_dispatched", job, args, kwargs, MATCH_OPTIONS, phase=phase, partial=partial, where=where
+        )
         sent = [
-            record
-            for record in self.filter(job, phase=wanted, status=TaskStatus.DISPATCHED)
-            if isinstance(record, DispatchRecord)
+            record for record in self.dispatches if record.status is TaskStatus.DISPATCHED and expected.matches(record)
         ]
         if sent:
-            numbers = ", ".join(f"#{record.seq}" for record in sent)
-            self._fail(f"Expected {_expected_job(job, wanted, (), {})} not to be dispatched, but it was: {numbers}.")
+            listed = "\n".join(map(bullet, sent))
+            self._fail(f"Expected {_job_expected(expected)} not to be dispatched, but it was:\n{listed}", sent)
+
+    def assert_nothing_dispatched(self, *, phase: Phase | str | None = None) -> None:
+        """Assert that no job at all reached its queue (from `phase`, when given)."""
+        __tracebackhide__ = True
+        wanted = parse_phase(phase)
+        sent = [
+            record
+            for record in self.dispatches
+            if record.status is TaskStatus.DISPATCHED and (wanted is None or record.phase is wanted)
+        ]
+        if sent:
+            where = "" if wanted is None else f" in phase {wanted.value}"
+            listed = "\n".join(map(bullet, sent))
+            self._fail(f"Expected nothing to be dispatched{where}, but {were(len(sent))}:\n{listed}", sent)
 
 
 class DispatchRecorder(DispatchQueries):
@@ -129,22 +236,43 @@ class DispatchRecorder(DispatchQueries):
     mode: Mode
     _records: list[TaskRecord]
     _seq: Iterator[int]
-    _dispatch_faults: list[tuple[TaskSpec, BaseException | type[BaseException]]]
+    _faults: list[Fault]
 
-    def fail_dispatch(self, job: TaskSpec, exc: BaseException | type[BaseException]) -> None:
-        """Make every dispatch of `job` fail as if the broker raised `exc`, so its `on_error` is tested for real.
+    def fail_dispatch(
+        self,
+        job: TaskSpec,
+        exc: BaseException | type[BaseException],
+        *,
+        times: int | None = None,
+        where: Predicate | None = None,
+        optional: bool = False,
+    ) -> Fault:
+        """Make the matching dispatches of `job` fail as if the broker raised `exc`, to test its `on_error` for real.
 
         The dispatch ends failed with a `DispatchError` chained to `exc`. These failures are
-        expected: the plugin does not report them at teardown.
+        expected: the plugin does not report them at teardown. A fault that applies to no
+        dispatch by the end of the test fails it at teardown.
+
+        Parameters:
+            job: the job, or its name.
+            exc: the exception (instance or class) the broker raises.
+            times: fail only the first `times` matching dispatches; by default every one.
+            where: fail only the dispatches whose record satisfies this predicate.
+            optional: when true, the fault may apply to no dispatch.
+
+        Returns:
+            The fault; its `records` are the dispatches it applied to.
         """
-        if not (isinstance(exc, BaseException) or (isinstance(exc, type) and issubclass(exc, BaseException))):
-            raise TypeError(f"fail_dispatch() needs an exception instance or class to raise, not {exc!r}")
-        self._dispatch_faults.append((job, exc))
+        check_exception("fail_dispatch", exc)
+        fault = Fault("fail_dispatch", job, exc, times=times, where=where, optional=optional)
+        self._faults.append(fault)
+        return fault
 
     def _dispatch_fault_for(self, record: DispatchRecord) -> BaseException | None:
-        for spec, exc in reversed(self._dispatch_faults):
-            if matches_task(record, spec):
-                return exc() if isinstance(exc, type) else exc
+        for fault in reversed(self._faults):
+            if fault.kind == "fail_dispatch" and fault.applies_to(record):
+                fault.target(record)
+                return fault.exception()
         return None
 
     def _record_dispatch(
@@ -170,44 +298,82 @@ class DispatchRecorder(DispatchQueries):
         record._send_error = send_error
         record.job_ran = False
         record.job_result = None
+        record.job_exception = None
         self._records.append(record)
         return record
 
-    async def run_dispatched(self, job: TaskSpec | None = None) -> list[DispatchRecord]:
+    async def run_dispatched(
+        self, job: TaskSpec | None = None, *, collect_errors: bool = False, follow: bool = False
+    ) -> JobRuns:
         """Run the dispatched jobs (of `job`, when given) here, once each, as their queues' workers would.
 
         They run one at a time in the order they were dispatched, with the arguments a worker
         receives, under their record's `job_id`, through their queue's adapter: a taskiq job's
         dependencies are resolved (its `Context` carries the job id), a Celery job runs with
         `apply()` (a bound task's `self.request.id` is the job id). No broker is contacted.
-        Whatever a job raises propagates.
+
+        Parameters:
+            job: run only this job's dispatches (the job, or its name).
+            collect_errors: when true, a job that raises does not stop the others: its exception
+                is kept in its record's `job_exception`, and the result lists it in `failed`.
+                By default whatever a job raises propagates at once.
+            follow: when true, the dispatches the jobs make through this recorder are sent and
+                their jobs run too, pass after pass, until no new job is dispatched.
 
         Returns:
-            The records whose jobs were run; each one's `job_result` is what its job returned.
-        """
-        todo = sorted(
-            (
-                record
-                for record in self.dispatches
-                if record.status is TaskStatus.DISPATCHED
-                and not record.job_ran
-                and (job is None or matches_task(record, job))
-            ),
-            key=lambda record: (record.order or 0, record.seq),
-        )
-        for record in todo:
-            record.job_ran = True
-            record.job_result = await record.dispatcher.run_as_worker(
-                record.job, record.job_id, record.args, record.kwargs
-            )
-        return todo
+            The records whose jobs were run (a list); its `failed` are those whose job raised, and
+            each record's `job_result` is what its job returned.
 
-    def run_dispatched_sync(self, job: TaskSpec | None = None) -> list[DispatchRecord]:
+        Raises:
+            RuntimeError: with `follow=True`, the jobs kept dispatching more jobs.
+        """
+        if not isinstance(collect_errors, bool) or not isinstance(follow, bool):
+            raise TypeError("run_dispatched() takes collect_errors= and follow= as True or False")
+        ran = JobRuns()
+        for _ in range(_MAX_PASSES):
+            todo = sorted(
+                (
+                    record
+                    for record in self.dispatches
+                    if record.status is TaskStatus.DISPATCHED
+                    and not record.job_ran
+                    and (job is None or matches_task(record, job))
+                ),
+                key=lambda record: (record.order or 0, record.seq),
+            )
+            for record in todo:
+                record.job_ran = True
+                ran.append(record)
+                try:
+                    record.job_result = await record.dispatcher.run_as_worker(
+                        record.job, record.job_id, record.args, record.kwargs
+                    )
+                except Exception as exc:
+                    if not collect_errors:
+                        raise
+                    record.job_exception = exc
+            if not follow:
+                return ran
+            # What the jobs enqueued through this recorder waits, pending, to be sent: send it.
+            unsent = [record for record in self.dispatches if record.status is TaskStatus.PENDING]
+            for record in unsent:
+                await run_recorded(record)
+            if not todo and not unsent:
+                return ran
+        raise RuntimeError(
+            f"run_dispatched(follow=True) gave up after {_MAX_PASSES:,} passes: the jobs it runs keep "
+            "dispatching more. Stand in for the job that dispatches itself with tasks_recorder.fail_dispatch() "
+            "or run_dispatched() without follow=True."
+        )
+
+    def run_dispatched_sync(
+        self, job: TaskSpec | None = None, *, collect_errors: bool = False, follow: bool = False
+    ) -> JobRuns:
         """`run_dispatched()` for a sync test: runs the jobs in an event loop of their own."""
         try:
             anyio.get_current_task()
         except anyio.NoEventLoopError:
-            return anyio.run(lambda: self.run_dispatched(job))
+            return anyio.run(lambda: self.run_dispatched(job, collect_errors=collect_errors, follow=follow))
         raise RuntimeError(
             "run_dispatched_sync() was called inside an event loop; "
             "in an async test use `await run_dispatched()` instead."
@@ -224,9 +390,8 @@ def _job_label(job: TaskSpec) -> str:
     return dispatcher.job_name(job)
 
 
-def _expected_job(job: TaskSpec, phase: Phase | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-    call = _job_label(job) if not args and not kwargs else format_call(_job_label(job), args, kwargs)
-    return call if phase is None else f"{call} in phase {phase.value}"
+def _job_expected(expected: Expected) -> str:
+    return expected.label() if expected.task is None else expected.label(name=_job_label(expected.task))
 
 
 def _check_job_arguments(

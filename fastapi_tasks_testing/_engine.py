@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 from anyio.lowlevel import current_token
@@ -26,12 +26,48 @@ from fastapi_tasks._context import RUNTIME_KEY, TG_KEY, current_scope
 from fastapi_tasks._runner import run_task
 from fastapi_tasks.tasks import _Runtime
 
-from ._records import RequestInfo
+from ._records import RequestInfo, TaskRecord
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
-    from ._recorder import RecordingScheduler
+
+class Recorder(Protocol):
+    """What the engine needs of the recorder that uses it (the recorder itself, in `_recorder.py`)."""
+
+    @property
+    def mode(self) -> str:
+        """ "run", "record" or "spy"."""
+        ...
+
+    def _runs(self, record: TaskRecord) -> bool:
+        """Whether the recorder lets `record` run now (not in record mode, not held)."""
+        ...
+
+    def _record(
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        config: TaskConfig,
+        phase: Phase,
+        request: RequestInfo | None,
+    ) -> TaskRecord:
+        """Record a scheduled task; the record is its handle."""
+        ...
+
+    def _record_dispatch(
+        self,
+        job: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        config: TaskConfig,
+        phase: Phase,
+        request: RequestInfo | None,
+    ) -> Task[..., Any]:
+        """Record an enqueued job; the record is its handle."""
+        ...
+
 
 __all__ = ["RequestRuntime", "push_at_bottom", "run_recorded", "runtime_of_the_request", "wait_at_bottom"]
 
@@ -50,9 +86,7 @@ class RequestRuntime(_Runtime):
 
     __slots__ = ("_idle_event", "_queue", "_working", "real", "recorder", "request")
 
-    def __init__(
-        self, real: _Runtime, recorder: RecordingScheduler, config: TaskConfig, request: RequestInfo | None
-    ) -> None:
+    def __init__(self, real: _Runtime, recorder: Recorder, config: TaskConfig, request: RequestInfo | None) -> None:
         # Not _Runtime.__init__: everything but the recording and the queue is the real runtime's.
         self.real = real
         self.recorder = recorder
@@ -95,7 +129,7 @@ class RequestRuntime(_Runtime):
         if task._status.ended:
             return  # cancelled while it waited for its batch
         task._runtime = self
-        if not self.recorder._runs(task):  # type: ignore[arg-type]
+        if not isinstance(task, TaskRecord) or not self.recorder._runs(task):
             return  # record mode, or held: pending until run_pending()
         # One of the app's live tasks, so that its shutdown waits for (or cancels) this one too.
         self.live.add(task)

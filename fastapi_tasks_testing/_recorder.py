@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import inspect
+import contextlib
 import itertools
+import os
+import sys
 import threading
-from collections.abc import Callable
-from types import TracebackType
-from typing import Any, Literal, NoReturn, TypeAlias
+import time
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from typing import Any, Literal, NoReturn, TypeAlias, TypeVar, cast
 
 import anyio
 import anyio.from_thread
@@ -16,19 +18,27 @@ from anyio.abc import TaskGroup
 from fastapi import FastAPI
 from starlette.requests import HTTPConnection
 from starlette.routing import Host, Mount
+from starlette.types import Scope
 
 from fastapi_tasks import Phase, Task, TaskConfig, TasksScheduler, TaskStatus, get_tasks_scheduler
-from fastapi_tasks._context import CONFIG_KEY, RUNTIME_KEY
-from fastapi_tasks._runner import callable_name, logger, run_task
+from fastapi_tasks._context import CONFIG_KEY
+from fastapi_tasks._runner import logger
+from fastapi_tasks.dependencies import resolution_watchers, resolve_runtime, tasks_added
 from fastapi_tasks.errors import FastAPITasksError, FastAPITasksUninitializedAppError
-from fastapi_tasks.tasks import TasksBatch
+from fastapi_tasks.tasks import _Runtime
 
-from ._assertions import RecordQueries, TaskSpec, matches_task
+from ._assertions import RecordQueries
 from ._background import BackgroundTaskRecord, hook_background_tasks, unhook_background_tasks
+from ._capture import CapturedRecords
 from ._dispatch import DispatchQueries, DispatchRecorder
+from ._engine import RequestRuntime, push_at_bottom, run_recorded, runtime_of_the_request, wait_at_bottom
+from ._faults import Fault, check_exception, check_spec
+from ._matching import Expected, Predicate, TaskSpec, matches_task, parse_status
 from ._records import RequestInfo, TaskRecord
 
 __all__ = ["MODES", "Mode", "RecordingScheduler", "RequestRecords"]
+
+T = TypeVar("T")
 
 Mode: TypeAlias = Literal["run", "record", "spy"]
 """How a `RecordingScheduler` treats the tasks it records: "run", "record" or "spy"."""
@@ -37,51 +47,88 @@ MODES: tuple[Mode, ...] = ("run", "record", "spy")
 _PHASE_ORDER = (Phase.IMMEDIATE, Phase.AFTER_ROUTE, Phase.AFTER_RESPONSE)
 _MAX_PASSES = 1000  # run_pending(): a pass runs one phase's pending tasks; three suffice unless tasks schedule more
 _OPEN, _STARTED = 0, 1  # TasksBatch states: once started, later tasks are refused rather than lost.
+_POLL = 0.002  # seconds between two looks at the records while waiting for tasks that run elsewhere
+_pause = threading.Event()  # never set: its wait() is a pause that no signal handler cuts short
+# How wait_for()'s timeout message says that a task reached a status.
+_REACHED = {
+    TaskStatus.PENDING: "been scheduled",
+    TaskStatus.RUNNING: "started",
+    TaskStatus.SUCCEEDED: "succeeded",
+    TaskStatus.FAILED: "failed",
+    TaskStatus.CANCELLED: "been cancelled",
+    TaskStatus.DISCARDED: "been discarded",
+    TaskStatus.DISPATCHED: "been dispatched",
+}
 
 
 class RecordingScheduler(DispatchRecorder, TasksScheduler, RecordQueries):
     """A `TasksScheduler` that records every task it is given, for tests.
 
     Installed on an app (`install(app)`, or the `tasks_recorder` pytest fixture) it overrides the
-    `Tasks` dependency, needs no lifespan, and records each request's tasks apart. Used on its
-    own it is a scheduler for unit tests of code that takes one: its tasks wait, recorded, for
-    `run_pending()`.
+    `Tasks` dependency with the production one, whose tasks it records and runs; each request's
+    tasks are recorded apart. The app's lifespan need not run in "run" and "record" mode. Used
+    on its own it is a scheduler for unit tests of code that takes one: its tasks wait,
+    recorded, for `run_pending()`.
 
     Parameters:
-        mode: "run" (default): each request's tasks run deterministically (immediate tasks
-            concurrently with the endpoint and all finished when it returns, then the
-            after_route tasks one at a time, then after the response the after_response tasks
-            one at a time), so they have all ended when the client's call returns.
+        mode: "run" (default): the production scheduler starts, discards and refuses tasks as in
+            production, and each request's tasks run one at a time, in the order production
+            starts them (immediate tasks concurrently with the endpoint; after_route tasks once
+            the endpoint and its function-scoped dependencies are done; after_response tasks
+            once the response was sent and the request's dependencies torn down), so they have
+            all ended when the client's call returns.
             "record": nothing runs; run the tasks with `run_pending()`.
             "spy": the app's real scheduler runs them, concurrently, as in production (the
             lifespan must run); `drain()` waits for them.
         config: the app-wide configuration; by default the one given to `add_tasks(app)`.
         expect_failures: when true, tasks that fail are not reported at teardown by the plugin.
+        strict: when true, the plugin fails the test at teardown if a recorded task or dispatch
+            was matched by no assertion (exempt noise with `ignore()`).
 
     Raises:
         ValueError: unknown `mode`.
-        TypeError: `config` is not a `TaskConfig`, or `expect_failures` not a bool.
+        TypeError: `config` is not a `TaskConfig`, or `expect_failures` or `strict` not a bool.
     """
 
-    def __init__(self, *, mode: Mode = "run", config: TaskConfig | None = None, expect_failures: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        mode: Mode = "run",
+        config: TaskConfig | None = None,
+        expect_failures: bool = False,
+        strict: bool = False,
+    ) -> None:
         if mode not in MODES:
             raise ValueError(f"Unknown tasks_recorder mode {mode!r}; use one of {', '.join(map(repr, MODES))}.")
         if config is not None and not isinstance(config, TaskConfig):
             raise TypeError(f"config must be a TaskConfig, not {config!r}")
         if not isinstance(expect_failures, bool):
             raise TypeError(f"expect_failures must be True or False, not {expect_failures!r}")
+        if not isinstance(strict, bool):
+            raise TypeError(f"strict must be True or False, not {strict!r}")
         self.mode: Mode = mode
         self.expect_failures = expect_failures
+        self.strict = strict
+        # What an assertion matched (strict mode reports the rest), and the tasks strict mode ignores.
+        self._asserted: set[TaskRecord] = set()
+        self._ignored: list[TaskSpec] = []
+        self._held: list[TaskSpec] = []
+        # Set by the pytest fixture: a failure then says how to install a recorder installed nowhere.
+        self._from_fixture = False
+        # What installed the recorder, for the error of a second install().
+        self._installed_by = ""
         self.app: FastAPI | None = None
         self._records: list[TaskRecord] = []
         self._seq = itertools.count(1)
         self._order = itertools.count(1)
         self._explicit_config = config
-        self._faults: list[tuple[TaskSpec, Callable[..., Any], bool]] = []
+        self._faults: list[Fault] = []
         self._allowed: list[TaskSpec] = []
-        self._dispatch_faults: list[tuple[TaskSpec, BaseException | type[BaseException]]] = []
         self._previous_overrides: list[tuple[FastAPI, bool, Any]] = []
         self._runtime = None
+        self._override_problem: str | None = None
+        # The app's runtime, once a request was served: the sync helpers run tasks on its event loop.
+        self._real_runtime: _Runtime | None = None
         self.config = config or TaskConfig()
         self._init_batches()
 
@@ -120,42 +167,133 @@ class RecordingScheduler(DispatchRecorder, TasksScheduler, RecordQueries):
 
     # --- fault injection and selective execution ---------------------------------------------
 
-    def fail(self, task: TaskSpec, exc: BaseException | type[BaseException]) -> None:
-        """Make every matching task raise `exc` instead of running, so its `on_error` is tested for real.
+    def fail(
+        self,
+        task: TaskSpec,
+        exc: BaseException | type[BaseException],
+        *,
+        times: int | None = None,
+        where: Predicate | None = None,
+        optional: bool = False,
+    ) -> Fault:
+        """Make the matching runs of `task` raise `exc` instead of running, so its `on_error` is tested for real.
 
-        These failures are expected: the plugin does not report them at teardown.
+        These failures are expected: the plugin does not report them at teardown. A fault that
+        applies to no run by the end of the test fails it at teardown (a mistyped name, say).
+
+        Parameters:
+            task: the task's function or name.
+            exc: the exception (instance or class) to raise.
+            times: fail only the first `times` matching runs, then let the task run: "fails once,
+                then the retry succeeds" is `times=1`. By default every run fails.
+            where: fail only the runs whose record satisfies this predicate.
+            optional: when true, the fault may apply to no run (in some cases of a parametrized test).
+
+        Returns:
+            The fault; its `records` are the runs it applied to.
         """
-        if not (isinstance(exc, BaseException) or (isinstance(exc, type) and issubclass(exc, BaseException))):
-            raise TypeError(f"fail() needs an exception instance or class to raise, not {exc!r}")
+        check_exception("fail", exc)
+        fault = Fault("fail", task, exc, times=times, where=where, optional=optional)
+        self._faults.append(fault)
+        return fault
 
-        def raise_injected(*args: Any, **kwargs: Any) -> NoReturn:
-            raise exc
+    def replace(
+        self,
+        task: TaskSpec,
+        fake: Callable[..., Any],
+        *,
+        times: int | None = None,
+        where: Predicate | None = None,
+        optional: bool = False,
+    ) -> Fault:
+        """Run `fake` with the same arguments instead of the matching runs of `task`.
 
-        self._faults.append((task, raise_injected, True))
+        Parameters:
+            task: the task's function or name.
+            fake: what runs instead, with the task's arguments.
+            times: replace only the first `times` matching runs; by default every one.
+            where: replace only the runs whose record satisfies this predicate.
+            optional: when true, the replacement may apply to no run.
 
-    def replace(self, task: TaskSpec, fake: Callable[..., Any]) -> None:
-        """Run `fake` with the same arguments instead of every matching task."""
+        Returns:
+            The fault; its `records` are the runs it applied to.
+        """
         if not callable(fake):
             raise TypeError(f"replace() needs a callable to run instead, not {fake!r}")
-        self._faults.append((task, fake, False))
+        fault = Fault("replace", task, fake, times=times, where=where, optional=optional)
+        self._faults.append(fault)
+        return fault
 
     def allow(self, *tasks: TaskSpec) -> None:
         """In "record" mode, let the matching tasks run as in "run" mode; every other task is only recorded."""
+        for task in tasks:
+            check_spec("allow()", task)
         self._allowed.extend(tasks)
 
+    def hold(self, *tasks: TaskSpec) -> None:
+        """Keep the matching tasks from running: they stay "pending", to test what happens before they run.
+
+        In "run" mode the other tasks run as usual; in "record" mode a held task does not run even
+        when `allow()`ed. `run_pending(only=task)` runs a held task later.
+
+        Raises:
+            FastAPITasksError: in "spy" mode, where the app's real scheduler runs every task.
+        """
+        for task in tasks:
+            check_spec("hold()", task)
+        if self.mode == "spy":
+            raise FastAPITasksError(
+                "hold() cannot keep tasks pending in spy mode: the app's real scheduler runs them. "
+                "Use run mode (the default) or record mode to hold tasks."
+            )
+        self._held.extend(tasks)
+
+    def ignore(self, *tasks: TaskSpec) -> None:
+        """Exempt the matching tasks and dispatches from strict mode: noise no assertion needs to match."""
+        for task in tasks:
+            check_spec("ignore()", task)
+        self._ignored.extend(tasks)
+
     def _target_for(self, record: TaskRecord) -> Callable[..., Any]:
-        for spec, replacement, injected_failure in reversed(self._faults):
-            if matches_task(record, spec):
-                # A failure the test injected is expected: teardown does not report it.
-                record.handled = record.handled or injected_failure
-                target: Callable[..., Any] = replacement
-                return target
+        for fault in reversed(self._faults):
+            if fault.kind != "fail_dispatch" and fault.applies_to(record):
+                return fault.target(record)
         return record.func
 
     def _runs(self, record: TaskRecord) -> bool:
+        if any(matches_task(record, spec) for spec in self._held):
+            return False
         if self.mode != "record":
             return True
         return any(matches_task(record, spec) for spec in self._allowed)
+
+    def _already_installed(self) -> str:
+        return (
+            f"The recorder is already installed, by {self._installed_by}; "
+            "call tasks_recorder.uninstall() before installing it on another app."
+        )
+
+    def _unasserted(self) -> list[TaskRecord]:
+        """The records that no assertion matched and `ignore()` does not exempt: what strict mode reports."""
+        return [
+            record
+            for record in self._records
+            if record not in self._asserted and not any(matches_task(record, spec) for spec in self._ignored)
+        ]
+
+    def _install_hint(self) -> str:
+        problem = self._check_override()
+        if problem is not None:
+            return "\n" + problem
+        if not self._from_fixture or self.app is not None or self._records:
+            return ""
+        return (
+            "\nThe tasks_recorder fixture is installed on no app, so it saw no request. "
+            "Install it in one of three ways:\n"
+            "- a fixture named `app` that returns the FastAPI app (a fixture named otherwise is not looked at);\n"
+            '- the ini option fastapi_tasks_app = "package.module:app";\n'
+            "- tasks_recorder.install(app) in the test, before the requests."
+        )
 
     # --- scheduling ----------------------------------------------------------------------------
 
@@ -174,7 +312,6 @@ class RecordingScheduler(DispatchRecorder, TasksScheduler, RecordQueries):
         phase: Phase,
         request: RequestInfo | None,
     ) -> TaskRecord:
-        _check_arguments(func, args, kwargs)
         record = TaskRecord(self, func, args, kwargs, config, phase, request, next(self._seq))
         self._records.append(record)
         return record
@@ -183,7 +320,6 @@ class RecordingScheduler(DispatchRecorder, TasksScheduler, RecordQueries):
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], request: RequestInfo
     ) -> BackgroundTaskRecord:
         # A task added to FastAPI's BackgroundTasks (see _background.py).
-        _check_arguments(func, args, kwargs)
         record = BackgroundTaskRecord(self, func, args, kwargs, request, next(self._seq))
         self._records.append(record)
         return record
@@ -202,8 +338,8 @@ class RecordingScheduler(DispatchRecorder, TasksScheduler, RecordQueries):
         # Outside a request there is no task group to start tasks in: they wait for run_pending().
         pass
 
-    def _start_batch(self, batch: TasksBatch) -> None:
-        batch._state = _STARTED
+    def _start_tasks(self, tasks: list[Task[..., Any]], phase: Phase) -> None:
+        pass  # likewise
 
     @property
     def tg(self) -> TaskGroup:
@@ -212,14 +348,24 @@ class RecordingScheduler(DispatchRecorder, TasksScheduler, RecordQueries):
 
     # --- running recorded tasks ----------------------------------------------------------------
 
-    async def run_pending(self, *, phase: Phase | str | None = None) -> list[TaskRecord]:
+    async def run_pending(
+        self,
+        *,
+        phase: Phase | str | None = None,
+        only: TaskSpec | Sequence[TaskSpec] | None = None,
+        exclude: TaskSpec | Sequence[TaskSpec] | None = None,
+        limit: int | None = None,
+    ) -> list[TaskRecord]:
         """Run the pending tasks one at a time: phase by phase, each phase in scheduling order.
 
         Tasks that the tasks it runs schedule are run too, in their phase's turn: an earlier phase
-        gets its turn again before a later one goes on. It returns when no task is pending.
+        gets its turn again before a later one goes on. It returns when no chosen task is pending.
 
         Parameters:
             phase: run only this phase's pending tasks.
+            only: run only these tasks (a function or a name, or a list of them).
+            exclude: leave these tasks pending.
+            limit: run at most this many tasks.
 
         Returns:
             The records that were run.
@@ -228,18 +374,31 @@ class RecordingScheduler(DispatchRecorder, TasksScheduler, RecordQueries):
             RuntimeError: the tasks kept scheduling more tasks (one that reschedules itself, say).
         """
         phases = _PHASE_ORDER if phase is None else (Phase(phase),)
+        chosen, left = _task_specs("only", only), _task_specs("exclude", exclude)
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ValueError(f"limit must be a number of tasks from 1, or None for no limit, not {limit!r}")
+
+        def runs(record: TaskRecord) -> bool:
+            return (
+                record.status is TaskStatus.PENDING
+                and (only is None or any(matches_task(record, spec) for spec in chosen))
+                and not any(matches_task(record, spec) for spec in left)
+            )
+
         ran: list[TaskRecord] = []
         for _ in range(_MAX_PASSES):
             pending: list[TaskRecord] = []
             for wanted in phases:
-                pending = [r for r in self.records if r.phase is wanted and r.status is TaskStatus.PENDING]
+                pending = [r for r in self.records if r.phase is wanted and runs(r)]
                 if pending:
                     break
             if not pending:
                 return ran
             for record in pending:
+                if limit is not None and len(ran) >= limit:
+                    return ran
                 if record.status is TaskStatus.PENDING:  # a BackgroundTasks task after one that failed is discarded
-                    await run_task(record)
+                    await run_recorded(record)
                     ran.append(record)
         names = ", ".join(sorted({repr(r.name) for r in self.records if r.status is TaskStatus.PENDING}))
         raise RuntimeError(
@@ -248,10 +407,31 @@ class RecordingScheduler(DispatchRecorder, TasksScheduler, RecordQueries):
             "tasks_recorder.replace(task, fake)."
         )
 
-    def run_pending_sync(self, *, phase: Phase | str | None = None) -> list[TaskRecord]:
-        """`run_pending()` for a sync test: runs the pending tasks in an event loop of their own."""
+    def run_pending_sync(
+        self,
+        *,
+        phase: Phase | str | None = None,
+        only: TaskSpec | Sequence[TaskSpec] | None = None,
+        exclude: TaskSpec | Sequence[TaskSpec] | None = None,
+        limit: int | None = None,
+    ) -> list[TaskRecord]:
+        """`run_pending()` for a sync test.
+
+        The tasks run on the app's event loop while its lifespan runs (a `TestClient` used as a
+        context manager keeps one): what the lifespan bound to that loop (a connection pool, say)
+        works in them. Otherwise they run in an event loop of their own.
+        """
         _check_no_running_loop("run_pending_sync", "run_pending")
-        return anyio.run(lambda: self.run_pending(phase=phase))
+        return self._on_the_apps_loop(lambda: self.run_pending(phase=phase, only=only, exclude=exclude, limit=limit))
+
+    def _on_the_apps_loop(self, func: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        real = self._real_runtime
+        if real is not None and not real.closed:
+            try:
+                return anyio.from_thread.run(func, token=real.token)
+            except anyio.RunFinishedError:
+                pass  # the app's loop has ended since
+        return anyio.run(func)
 
     async def shutdown(self) -> None:
         """Simulate the app's shutdown as production does it.
@@ -262,7 +442,7 @@ class RecordingScheduler(DispatchRecorder, TasksScheduler, RecordQueries):
         for record in self.records:
             if record.status is TaskStatus.PENDING:
                 if record.config.shield:
-                    await run_task(record)
+                    await run_recorded(record)
                 else:
                     record._set_ended(TaskStatus.CANCELLED)
                     logger.warning("Background task %r was cancelled before it finished", record.name)
@@ -272,9 +452,9 @@ class RecordingScheduler(DispatchRecorder, TasksScheduler, RecordQueries):
                 await record.wait()
 
     def shutdown_sync(self) -> None:
-        """`shutdown()` for a sync test."""
+        """`shutdown()` for a sync test, on the app's event loop while its lifespan runs (see `run_pending_sync`)."""
         _check_no_running_loop("shutdown_sync", "shutdown")
-        anyio.run(self.shutdown)
+        self._on_the_apps_loop(self.shutdown)
 
     async def drain(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 (the timeout is the point of drain)
         """Wait until every recorded task has ended (for "spy" mode, where tasks run concurrently).
@@ -288,9 +468,7 @@ class RecordingScheduler(DispatchRecorder, TasksScheduler, RecordQueries):
             while unfinished := self._unfinished():
                 await unfinished[0].wait()
             return
-        still = self._unfinished()
-        names = "\n".join(f"- #{r.seq} {r.phase.value} {r.name}" for r in still)
-        self._fail(f"drain() timed out after {timeout:g} s; still running:\n{names}")
+        self._drain_timed_out(timeout, self._unfinished())
 
     def _unfinished(self) -> list[TaskRecord]:
         # A task handed to a task group stays "pending" until its body begins: it will end too, so wait
@@ -300,6 +478,128 @@ class RecordingScheduler(DispatchRecorder, TasksScheduler, RecordQueries):
             for r in self._records
             if r.status is TaskStatus.RUNNING or (r.status is TaskStatus.PENDING and r._handle is not None)
         ]
+
+    def drain_sync(self, timeout: float = 5.0) -> None:
+        """`drain()` for a sync test: wait until every recorded task has ended (tasks run in the app's thread).
+
+        Raises:
+            AssertionError: some tasks were still running after `timeout` seconds.
+            RuntimeError: called inside an event loop, where `await drain()` is the way.
+        """
+        __tracebackhide__ = True
+        _check_no_running_loop("drain_sync", "drain")
+        deadline = time.monotonic() + timeout
+        while self._unfinished() and time.monotonic() < deadline:
+            _pause.wait(_POLL)
+        if still := self._unfinished():
+            self._drain_timed_out(timeout, still)
+
+    def _drain_timed_out(self, timeout: float, still: list[TaskRecord]) -> NoReturn:
+        __tracebackhide__ = True
+        names = "\n".join(f"- #{r.seq} {r.phase.value} {r.name}" for r in still)
+        self._fail(f"drain() timed out after {timeout:g} s; still running:\n{names}", still)
+
+    async def wait_for(
+        self,
+        task: TaskSpec,
+        /,
+        *,
+        status: TaskStatus | str | None = None,
+        timeout: float = 5.0,  # noqa: ASYNC109 (the timeout is the point of wait_for)
+        where: Predicate | None = None,
+    ) -> TaskRecord:
+        """Wait until a task matching `task` reaches `status` (by default, until it has ended), for "spy" mode.
+
+        A task reaches "running" when it starts (even if it has ended since), "pending" when it
+        is scheduled; any other status is its final one.
+
+        Parameters:
+            task: the task's function or name.
+            status: the status to wait for; `None`: any final status.
+            timeout: seconds to wait.
+            where: a predicate the record must satisfy.
+
+        Returns:
+            The first record that reached the status.
+
+        Raises:
+            AssertionError: no matching task reached it within `timeout` seconds; the message shows
+                the timeline.
+        """
+        __tracebackhide__ = True
+        expected, wanted = self._waited(task, status, where)
+        # Records appear from any thread and their events belong to the app's event loop: poll.
+        with anyio.move_on_after(timeout):
+            while True:
+                found = self._reached(expected, wanted)
+                if found is not None:
+                    return found
+                await anyio.sleep(_POLL)
+        self._wait_timed_out(expected, wanted, timeout)
+
+    def wait_for_sync(
+        self,
+        task: TaskSpec,
+        /,
+        *,
+        status: TaskStatus | str | None = None,
+        timeout: float = 5.0,
+        where: Predicate | None = None,
+    ) -> TaskRecord:
+        """`wait_for()` for a sync test (spy mode with `TestClient`: the tasks run in the client's thread)."""
+        __tracebackhide__ = True
+        _check_no_running_loop("wait_for_sync", "wait_for")
+        expected, wanted = self._waited(task, status, where)
+        deadline = time.monotonic() + timeout
+        while (found := self._reached(expected, wanted)) is None:
+            if time.monotonic() >= deadline:
+                self._wait_timed_out(expected, wanted, timeout)
+            _pause.wait(_POLL)
+        return found
+
+    def _waited(
+        self, task: TaskSpec, status: TaskStatus | str | None, where: Predicate | None
+    ) -> tuple[Expected, TaskStatus | None]:
+        check_spec("wait_for()", task)
+        if where is not None and not callable(where):
+            raise TypeError(f"where must be a function taking a record, not {where!r}")
+        return Expected(task=task, where=where), parse_status(status)
+
+    def _reached(self, expected: Expected, status: TaskStatus | None) -> TaskRecord | None:
+        for record in self.records:
+            if not expected.matches(record):
+                continue
+            if status is None:
+                reached = record.status.ended
+            elif status is TaskStatus.PENDING:
+                reached = True
+            elif status is TaskStatus.RUNNING:
+                reached = record.status is not TaskStatus.PENDING and record.started_at is not None
+            else:
+                reached = record.status is status
+            if reached:
+                return record
+        return None
+
+    def _wait_timed_out(self, expected: Expected, status: TaskStatus | None, timeout: float) -> NoReturn:
+        __tracebackhide__ = True
+        reached = "ended" if status is None else _REACHED[status]
+        self._fail(
+            f"wait_for() timed out after {timeout:g} s: no {expected.label()} has {reached}.", self._focus(expected)
+        )
+
+    @contextlib.contextmanager
+    def capture(self) -> Iterator[CapturedRecords]:
+        """A view of the records added inside a `with` block: `with tasks_recorder.capture() as new:`.
+
+        Every query and assertion works on the view, narrowed to those records, during the block
+        and after it.
+        """
+        view = CapturedRecords(self)
+        try:
+            yield view
+        finally:
+            view._close()
 
     # --- installing on an app ----------------------------------------------------------------
 
@@ -316,9 +616,7 @@ class RecordingScheduler(DispatchRecorder, TasksScheduler, RecordQueries):
         if not isinstance(app, FastAPI):
             raise TypeError(f"tasks_recorder.install() needs a FastAPI app, not {app!r}")
         if self.app is not None:
-            raise FastAPITasksError(
-                f"The recorder is already installed on {self.app!r}; call uninstall() before installing it again."
-            )
+            raise FastAPITasksError(self._already_installed())
         apps = _apps_served_by(app)
         hook_background_tasks(self, apps)  # first: it may refuse, and nothing is changed then
         if self._explicit_config is None:
@@ -330,7 +628,25 @@ class RecordingScheduler(DispatchRecorder, TasksScheduler, RecordQueries):
                 (target, get_tasks_scheduler in overrides, overrides.get(get_tasks_scheduler))
             )
             overrides[get_tasks_scheduler] = self._dependency
+        resolution_watchers.append(self._watch_resolution)
         self.app = app
+        self._installed_by = _install_call_site()
+
+    def _watch_resolution(self, scope: Scope) -> None:
+        # The production dependency resolved Tasks for an app this recorder overrides: the override is gone.
+        app = scope.get("app")
+        if any(target is app for target, _, _ in self._previous_overrides):
+            self._override_problem = _override_gone(app)
+            raise FastAPITasksError(self._override_problem)
+
+    def _check_override(self) -> str | None:
+        """Why the recorder's override of `Tasks` is not in place on an app it was installed on, if it is not."""
+        if self._override_problem is not None:
+            return self._override_problem
+        for target, _, _ in self._previous_overrides:
+            if target.dependency_overrides.get(get_tasks_scheduler) != self._dependency:
+                return _override_gone(target)
+        return None
 
     def uninstall(self) -> None:
         """Restore the previous `Tasks` override (or its absence) of the app and of its mounted apps.
@@ -338,6 +654,8 @@ class RecordingScheduler(DispatchRecorder, TasksScheduler, RecordQueries):
         Their `BackgroundTasks` are no longer recorded; FastAPI's own class is back once no recorder is installed.
         """
         unhook_background_tasks(self)
+        if self._watch_resolution in resolution_watchers:
+            resolution_watchers.remove(self._watch_resolution)
         while self._previous_overrides:
             target, had_override, previous = self._previous_overrides.pop()
             if had_override:
@@ -347,123 +665,36 @@ class RecordingScheduler(DispatchRecorder, TasksScheduler, RecordQueries):
         self.app = None
 
     async def _dependency(self, connection: HTTPConnection) -> TasksScheduler:
+        # The production dependency, with the request's runtime swapped for one that records: the same
+        # errors (no add_tasks, no lifespan), the same scheduler, bound to the same exit stacks.
         scope = connection.scope
-        request = RequestInfo.from_scope(scope)
-        if self.mode == "spy":
-            runtime = scope.get("state", {}).get(RUNTIME_KEY)
-            if runtime is None:
+        close = None
+        try:
+            real = resolve_runtime(scope)
+        except FastAPITasksUninitializedAppError:
+            # Without add_tasks the app fails here in production, and so does it here; spy mode runs
+            # tasks on the app's real scheduler. Run and record mode can do without the lifespan.
+            if not tasks_added(scope):
+                raise
+            if self.mode == "spy":
                 raise FastAPITasksUninitializedAppError(
                     "tasks_recorder in spy mode runs tasks on the app's real scheduler, so the lifespan must run: "
                     "use `with TestClient(app) as client:` or asgi_lifespan.LifespanManager(app)."
-                )
-            return _SpyScheduler(self, request, runtime)
-        scheduler = _RequestScheduler(self, request)
-        request_stack, function_stack = scope["fastapi_inner_astack"], scope["fastapi_function_astack"]
-        tg = anyio.create_task_group()
-        await tg.__aenter__()
-        scheduler._tg = tg
-        request_stack.push_async_exit(_closer(tg))
-        request_stack.push_async_exit(scheduler._after_response_exit)
-        function_stack.push_async_exit(scheduler._after_route_exit)
-        return scheduler
-
-
-class _RecordingRequestScheduler(TasksScheduler):
-    """A request's scheduler whose tasks and dispatches are recorded by a `RecordingScheduler`."""
-
-    _recorder: RecordingScheduler
-    _request: RequestInfo
-
-    def _new_task(
-        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], config: TaskConfig, phase: Phase
-    ) -> Task[..., Any]:
-        return self._recorder._record(func, args, kwargs, config, phase, self._request)
-
-    def _new_dispatch(
-        self, job: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], config: TaskConfig, phase: Phase
-    ) -> Task[..., Any]:
-        return self._recorder._record_dispatch(job, args, kwargs, config, phase, self._request)
-
-
-class _SpyScheduler(_RecordingRequestScheduler):
-    """A request's scheduler in "spy" mode: the production scheduler, recording."""
-
-    def __init__(self, recorder: RecordingScheduler, request: RequestInfo, runtime: Any) -> None:
-        self._recorder = recorder
-        self._request = request
-        super().__init__(_runtime=runtime)
-        # The recorder's config, as in the other modes: an explicit one replaces the app's.
-        self.config = recorder.config
-
-
-class _RequestScheduler(_RecordingRequestScheduler):
-    """A request's scheduler in "run" and "record" mode: deterministic, in a task group of the request's own."""
-
-    def __init__(self, recorder: RecordingScheduler, request: RequestInfo) -> None:
-        self._recorder = recorder
-        self._request = request
-        self._tg: TaskGroup | None = None
-        self._token = anyio.lowlevel.current_token()
-        self._thread = threading.get_ident()
-        self._immediate: list[TaskRecord] = []
-        self._runtime = None
-        self.config = recorder.config
-        self._init_batches()
-
-    @property
-    def tg(self) -> TaskGroup:
-        """The request's own task group, in which its immediate tasks run."""
-        assert self._tg is not None
-        return self._tg
-
-    def _submit(self, task: Task[..., Any]) -> None:
-        assert isinstance(task, TaskRecord)
-        if not self._recorder._runs(task):
-            return
-        self._immediate.append(task)
-        if threading.get_ident() == self._thread:
-            self._spawn(task)
+                ) from None
+            real, close = await runtime_of_the_request(scope, self.config)
         else:
-            anyio.from_thread.run_sync(self._spawn, task, token=self._token)
-
-    def _spawn(self, task: TaskRecord) -> None:
-        task._handle = self.tg.start_soon(run_task, task, name=task)
-
-    async def _wait_immediate(self) -> None:
-        for task in self._immediate:
-            await task.wait()
-
-    async def _run_batch(self, batch: TasksBatch) -> None:
-        if batch._state != _OPEN:
-            return  # started by hand already (`batch.__start__(tasks)`, as 0.1.0 did): its tasks run once
-        batch._state = _STARTED
-        for task in batch.scheduled:
-            assert isinstance(task, TaskRecord)
-            if self._recorder._runs(task):
-                await run_task(task)
-
-    async def _after_route_exit(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        # Discard first: when the request is cancelled, the wait below raises at once and the
-        # deferred tasks would stay "pending" forever.
-        if exc_type is not None:
-            self.after_route._discard(exc)
-            self.after_response._discard(exc)
-        # Immediate tasks go on when the endpoint raises, as in production: let them end either way.
-        await self._wait_immediate()
-        if exc_type is None:
-            await self._run_batch(self.after_route)
-
-    async def _after_response_exit(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if exc_type is None:
-            await self._run_batch(self.after_response)
-        elif self.after_response._state == _OPEN:
-            # The endpoint returned but sending the response failed (the client went away, say).
-            self.after_response._discard(exc)
-        await self._wait_immediate()
+            self._real_runtime = real
+        config = real.config if self._explicit_config is None else self._explicit_config
+        runtime = RequestRuntime(real, self, config, RequestInfo.from_scope(scope))
+        scheduler = TasksScheduler(_runtime=runtime, _scope=scope)
+        if self.mode != "spy":
+            # Below the batches production bound at the bottom of each stack: the request goes on once
+            # the tasks that production starts there have ended.
+            wait_at_bottom(scope["fastapi_function_astack"], runtime)
+            wait_at_bottom(scope["fastapi_inner_astack"], runtime)
+        if close is not None:
+            push_at_bottom(scope["fastapi_inner_astack"], close)
+        return scheduler
 
 
 class RequestRecords(DispatchQueries):
@@ -488,6 +719,9 @@ class RequestRecords(DispatchQueries):
     def _scope_label(self) -> str:
         return f" (this view: {self._label})"
 
+    def _install_hint(self) -> str:
+        return self._recorder._install_hint()
+
 
 def _apps_served_by(app: FastAPI) -> list[FastAPI]:
     """`app` and every FastAPI app mounted in it, at any depth."""
@@ -502,31 +736,31 @@ def _apps_served_by(app: FastAPI) -> list[FastAPI]:
     return apps
 
 
-def _closer(tg: TaskGroup) -> Callable[..., Any]:
-    async def close(exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool:
-        # The endpoint's own exception must reach FastAPI's handlers unchanged, not wrapped in the
-        # task group's ExceptionGroup; only a cancellation is the task group's business.
-        if exc_type is not None and issubclass(exc_type, anyio.get_cancelled_exc_class()):
-            return bool(await tg.__aexit__(exc_type, exc, tb))
-        # Never suppress: trio's task group returns True from a clean exit, which would swallow the
-        # endpoint's exception (FastAPI then raises "Response not awaited").
-        await tg.__aexit__(None, None, None)
-        return False
-
-    return close
+def _override_gone(app: object) -> str:
+    return (
+        f"tasks_recorder's override of the Tasks dependency is gone from {app!r}.dependency_overrides: "
+        "something replaced or cleared the dict after the recorder was installed (like "
+        "`app.dependency_overrides = {...}` in a fixture), so the app's tasks run unrecorded on its real "
+        "scheduler. Add overrides to the dict instead of replacing it (`app.dependency_overrides[dep] = fake`), "
+        "or request the fixture that resets it before tasks_recorder."
+    )
 
 
-def _check_arguments(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    # In production a call with the wrong arguments fails later, in the background; under test it
-    # fails where the task is scheduled.
-    try:
-        signature = inspect.signature(func)
-    except (TypeError, ValueError):
-        return
-    try:
-        signature.bind(*args, **kwargs)
-    except TypeError as exc:
-        raise TypeError(f"Cannot schedule {callable_name(func)}() with these arguments: {exc}.") from None
+def _install_call_site() -> str:
+    """`tasks_recorder.install(app) at test_admin.py:12`: the call of the test's code that installs the recorder."""
+    frame = sys._getframe(2)
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith("fastapi_tasks_testing"):
+        frame = frame.f_back
+    return f"tasks_recorder.install(app) at {os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
+
+
+def _task_specs(option: str, tasks: TaskSpec | Sequence[TaskSpec] | None) -> list[TaskSpec]:
+    if tasks is None:
+        return []
+    specs = list(tasks) if isinstance(tasks, list | tuple) else [cast("TaskSpec", tasks)]
+    for spec in specs:
+        check_spec(f"run_pending({option}=...)", spec)
+    return specs
 
 
 def _check_no_running_loop(name: str, async_name: str) -> None:

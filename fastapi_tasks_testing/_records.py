@@ -7,7 +7,7 @@ import functools
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from fastapi_tasks import Phase, Task, TaskConfig, TaskStatus
 from fastapi_tasks._runner import is_async_callable
@@ -15,9 +15,20 @@ from fastapi_tasks._runner import is_async_callable
 if TYPE_CHECKING:
     from starlette.types import Scope
 
-    from ._recorder import RecordingScheduler
+__all__ = ["RequestInfo", "TaskKeeper", "TaskRecord"]
 
-__all__ = ["RequestInfo", "TaskRecord"]
+
+class TaskKeeper(Protocol):
+    """What a record needs of the recorder that keeps it (the recorder itself, in `_recorder.py`)."""
+
+    def _target_for(self, record: TaskRecord) -> Callable[..., Any]:
+        """The function to run for `record`: its own, or a fault or a fake the test injected."""
+        ...
+
+    def _next_order(self) -> int:
+        """The next execution order number."""
+        ...
+
 
 _request_ids = itertools.count(1)
 _SCOPE_KEY = "fastapi_tasks_testing.request"
@@ -69,13 +80,16 @@ class TaskRecord(Task[..., Any]):
     Besides the `Task` handle's `func`, `args`, `kwargs`, `config`, `phase`, `status`, `result`
     and `exception`, a record has `seq` (scheduling order, from 1), `order` (execution order,
     from 1, or `None` if it never ran), `request`, `scheduled_at`, `started_at`, `finished_at`
-    (UTC, from `datetime.now`, so `freezegun` controls them) and `on_error_calls`.
+    (UTC, from `datetime.now`, so `freezegun` controls them), `on_error_calls` and
+    `handler_exception` (what its `on_error` handler raised, which production logs and contains).
     """
 
     __slots__ = (
         "_recorder",
         "finished_at",
         "handled",
+        "handler_asserted",
+        "handler_exception",
         "on_error_calls",
         "order",
         "reason",
@@ -88,7 +102,7 @@ class TaskRecord(Task[..., Any]):
 
     def __init__(
         self,
-        recorder: RecordingScheduler,
+        recorder: TaskKeeper,
         func: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
@@ -98,7 +112,8 @@ class TaskRecord(Task[..., Any]):
         seq: int,
     ) -> None:
         super().__init__(func, args, kwargs, config, phase=phase)
-        self._recorder = recorder
+        # Any: the assertions and the dispatch records reach further into their recorder than a record does.
+        self._recorder: Any = recorder
         self.request = request
         self.seq = seq
         self.order: int | None = None
@@ -106,6 +121,9 @@ class TaskRecord(Task[..., Any]):
         self.started_at: dt.datetime | None = None
         self.finished_at: dt.datetime | None = None
         self.on_error_calls: list[tuple[Task[..., Any], Exception]] = []
+        self.handler_exception: BaseException | None = None
+        # Whether a test asserted on what the handler raised (then teardown does not report it).
+        self.handler_asserted = False
         # Whether a test asserted on this record's failure (then teardown does not report it).
         self.handled = False
         self.source: Literal["Tasks", "BackgroundTasks"] = "Tasks"
@@ -130,27 +148,37 @@ class TaskRecord(Task[..., Any]):
         return "task"
 
     def _target(self) -> Callable[..., Any]:
-        return self._recorder._target_for(self)
+        keeper: TaskKeeper = self._recorder
+        return keeper._target_for(self)
 
     def _error_handler(self) -> Any:
         handler = self.config.on_error
         if handler is None:
             return None
-        calls = self.on_error_calls
-        # functools.wraps: the production log names the handler, not this wrapper.
+        record = self
+        # functools.wraps: the production log names the handler, not this wrapper. What the handler
+        # raises is kept (production logs and contains it): a test must see a handler that broke.
         if is_async_callable(handler):
 
             @functools.wraps(handler)
             async def record_async_call(task: Task[..., Any], exc: Exception) -> Any:
-                calls.append((task, exc))
-                return await handler(task, exc)
+                record.on_error_calls.append((task, exc))
+                try:
+                    return await handler(task, exc)
+                except BaseException as handler_exc:
+                    record.handler_exception = handler_exc
+                    raise
 
             return record_async_call
 
         @functools.wraps(handler)
         def record_call(task: Task[..., Any], exc: Exception) -> Any:
-            calls.append((task, exc))
-            return handler(task, exc)
+            record.on_error_calls.append((task, exc))
+            try:
+                return handler(task, exc)
+            except BaseException as handler_exc:
+                record.handler_exception = handler_exc
+                raise
 
         return record_call
 

@@ -13,13 +13,16 @@ import pytest
 from fastapi import FastAPI
 
 from fastapi_tasks import TaskStatus
+from fastapi_tasks._runner import callable_name, describe_exception
 
+from ._faults import unused_faults_report
 from ._recorder import MODES, RecordingScheduler
-from ._timeline import format_call, outcome
+from ._records import TaskRecord
+from ._timeline import format_call, outcome, render_timeline
 
 __all__ = ["pytest_addoption", "pytest_configure", "pytest_runtest_makereport", "tasks_recorder"]
 
-_OPTIONS = ("mode", "expect_failures", "config")
+_OPTIONS = ("mode", "expect_failures", "config", "strict")
 _CALL_PASSED = pytest.StashKey[bool]()
 
 
@@ -37,8 +40,8 @@ def pytest_configure(config: pytest.Config) -> None:
     """Register the `tasks_recorder` marker."""
     config.addinivalue_line(
         "markers",
-        "tasks_recorder(*, mode='run', expect_failures=False, config=None): options of the tasks_recorder "
-        f"fixture; mode is one of {', '.join(MODES)}.",
+        "tasks_recorder(*, mode='run', expect_failures=False, config=None, strict=False): options of the "
+        f"tasks_recorder fixture; mode is one of {', '.join(MODES)}.",
     )
 
 
@@ -99,7 +102,8 @@ def _check_app(app: object, source: str) -> FastAPI:
     return app
 
 
-def _find_app(request: pytest.FixtureRequest) -> FastAPI | None:
+def _find_app(request: pytest.FixtureRequest) -> tuple[FastAPI | None, str]:
+    """The app to install the recorder on, and where it was found."""
     try:
         app = request.getfixturevalue("app")
     except pytest.FixtureLookupError as exc:
@@ -107,24 +111,67 @@ def _find_app(request: pytest.FixtureRequest) -> FastAPI | None:
             raise  # The `app` fixture exists but cannot be set up (a fixture it needs is missing, say).
         # No `app` fixture: fall back to the ini option, outside the handler so its errors are not chained.
     else:
-        return _check_app(app, "The `app` fixture")
-    return _app_from_ini(request.config)
+        return _check_app(app, "The `app` fixture"), "the `app` fixture"
+    spec = str(request.config.getini("fastapi_tasks_app")).strip()
+    return _app_from_ini(request.config), f"the ini option fastapi_tasks_app = {spec!r}"
 
 
 def _failure_report(recorder: RecordingScheduler) -> str | None:
-    failed = [r for r in recorder.records if r.status is TaskStatus.FAILED and not r.handled]
-    if not failed:
+    if recorder.expect_failures:
         return None
-    lines = [f"{len(failed)} background task(s) failed during the test:"]
-    for record in failed:
-        where = "" if record.request is None else f" ({record.request})"
-        call = format_call(record.name, record.args, record.kwargs)
-        lines.append(f"- #{record.seq} {record.phase.value} {call}{where}: {outcome(record)}")
-    lines.append(
-        "Assert on them with tasks_recorder.assert_failed(...), or, if failures are expected, "
-        "mark the test with @pytest.mark.tasks_recorder(expect_failures=True)."
-    )
+    failed = [r for r in recorder.records if r.status is TaskStatus.FAILED and not r.handled]
+    broken = [r for r in recorder.records if r.handler_exception is not None and not r.handler_asserted]
+    if not failed and not broken:
+        return None
+    lines = []
+    if failed:
+        lines.append(f"{len(failed)} background task(s) failed during the test:")
+        for record in failed:
+            lines.append(f"- {_describe(record)}: {outcome(record)}")
+        lines.append(
+            "Assert on them with tasks_recorder.assert_failed(...), or, if failures are expected, "
+            "mark the test with @pytest.mark.tasks_recorder(expect_failures=True)."
+        )
+    if broken:
+        lines.append(f"{len(broken)} on_error handler(s) raised during the test (production logs and contains it):")
+        for record in broken:
+            assert record.handler_exception is not None
+            handler = callable_name(record.on_error)
+            lines.append(f"- {_describe(record)}: {handler} raised {describe_exception(record.handler_exception)}")
+        lines.append(
+            "Assert on them with tasks_recorder.assert_handler_failed(...), or, if failures are expected, "
+            "mark the test with @pytest.mark.tasks_recorder(expect_failures=True)."
+        )
     return "\n".join(lines)
+
+
+def _describe(record: TaskRecord) -> str:
+    where = "" if record.request is None else f" ({record.request})"
+    return f"#{record.seq} {record.phase.value} {format_call(record.name, record.args, record.kwargs)}{where}"
+
+
+def _strict_report(recorder: RecordingScheduler) -> str | None:
+    if not recorder.strict:
+        return None
+    unasserted = recorder._unasserted()
+    if not unasserted:
+        return None
+    return (
+        f"{len(unasserted)} recorded task(s) were matched by no assertion (strict mode):\n"
+        f"{render_timeline(unasserted)}\n"
+        "Assert on each of them (tasks_recorder.assert_scheduled(...), assert_dispatched(...), ...), "
+        "or exempt the ones that do not matter with tasks_recorder.ignore(task)."
+    )
+
+
+def _teardown_report(recorder: RecordingScheduler) -> str | None:
+    reports = [
+        _failure_report(recorder),
+        _strict_report(recorder),
+        unused_faults_report(recorder._faults, recorder.records),
+    ]
+    found = [report for report in reports if report is not None]
+    return "\n\n".join(found) if found else None
 
 
 @pytest.fixture
@@ -134,18 +181,26 @@ def tasks_recorder(request: pytest.FixtureRequest) -> Iterator[RecordingSchedule
     The app is the `app` fixture when there is one, else the `fastapi_tasks_app` ini option
     (`module:attribute`), else the test calls `tasks_recorder.install(app)`. Options come from
     `@pytest.mark.tasks_recorder(...)`. At teardown the app's previous overrides are restored,
-    and tasks that failed during a test that passed fail it, unless asserted on or expected.
+    and a test that passed fails when a task failed (unless asserted on or expected), when a
+    fault it injected applied to no task, and in strict mode when a record was matched by no
+    assertion.
     """
     recorder = RecordingScheduler(**_marker_options(request.node))
-    app = _find_app(request)
+    recorder._from_fixture = True
+    app, source = _find_app(request)
     if app is not None:
         recorder.install(app)
+        recorder._installed_by = f"the tasks_recorder fixture, on the app of {source}"
     try:
         yield recorder
+        # Said even when the test failed: it is why a test that expected tasks saw none.
+        problem = recorder._check_override()
+        if problem is not None:
+            pytest.fail(problem, pytrace=False)
         # A test that failed or was skipped has its own outcome; its captured log shows the task's failure.
-        if recorder.expect_failures or not request.node.stash.get(_CALL_PASSED, False):
+        if not request.node.stash.get(_CALL_PASSED, False):
             return
-        report = _failure_report(recorder)
+        report = _teardown_report(recorder)
         if report is not None:
             pytest.fail(report, pytrace=False)
     finally:

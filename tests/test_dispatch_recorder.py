@@ -466,8 +466,8 @@ def test_fail_dispatch_makes_the_broker_fail_so_on_error_is_tested(
     async def retry(tasks: Tasks) -> None:
         tasks.after_response.task(on_error=lambda task, exc: handled.append(exc)).enqueue(send_receipt, 1)
 
-    tasks_recorder.fail_dispatch(send_receipt, ConnectionRefusedError)
-    tasks_recorder.fail_dispatch(invoice, TimeoutError)  # another job: not this one
+    fault = tasks_recorder.fail_dispatch(send_receipt, ConnectionRefusedError)
+    other = tasks_recorder.fail_dispatch(invoice, TimeoutError, optional=True)  # another job: not this one
 
     assert TestClient(app).post("/retry").status_code == 200
 
@@ -475,6 +475,7 @@ def test_fail_dispatch_makes_the_broker_fail_so_on_error_is_tested(
     assert isinstance(record.exception, DispatchError)
     assert isinstance(record.exception.__cause__, ConnectionRefusedError)
     assert handled == [record.exception]
+    assert (fault.records, other.records) == ([record], [])
     assert_not_dispatched(tasks_recorder, send_receipt)
     with pytest.raises(TypeError, match=r"^fail_dispatch\(\) needs an exception instance or class to raise, not 1$"):
         tasks_recorder.fail_dispatch(send_receipt, 1)  # type: ignore[arg-type]
@@ -494,13 +495,15 @@ def test_assertion_failures_show_the_closest_dispatches_and_the_timeline(
             "Closest recorded tasks:",
             f"- #1 after_response {name}(42)",
             "    phase: expected after_route, got after_response",
-            "    argument 1: expected 41, got 42",
+            "    order_id: expected 41, got 42",
             "",
             "Recorded tasks:",
             tasks_recorder.timeline(),
         ]
     )
-    with pytest.raises(AssertionError, match=rf"^Expected {re.escape(name)} not to be dispatched, but it was: #1\.\n"):
+    with pytest.raises(
+        AssertionError, match=rf"^Expected {re.escape(name)} not to be dispatched, but it was:\n- #1 after_response "
+    ):
         tasks_recorder.assert_not_dispatched(send_receipt)
 
 

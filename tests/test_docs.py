@@ -19,6 +19,10 @@ from pathlib import Path
 
 import pytest
 
+# Imported once, before the samples' runs: pytester puts sys.modules back after each run, and a queue
+# library imported afresh by a later sample would not be the one fastapi-tasks' cached adapter knows.
+import taskiq  # noqa: F401
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 SNIPPETS = DOCS / "snippets"

@@ -339,7 +339,7 @@ def test_config_marker_option(pytester: pytest.Pytester) -> None:
         (
             "tasks_recorder(speed='fast', mood=1)",
             "E *TypeError: @pytest.mark.tasks_recorder got unknown option(s) 'mood', 'speed'; "
-            "its options are mode, expect_failures, config.",
+            "its options are mode, expect_failures, config, strict.",
         ),
         (
             # Any truthy value would silently hide every failed task.
@@ -376,7 +376,7 @@ def test_marker_is_registered(pytester: pytest.Pytester) -> None:
 
     result.stdout.fnmatch_lines(
         [
-            "@pytest.mark.tasks_recorder(*, mode='run', expect_failures=False, config=None): "
+            "@pytest.mark.tasks_recorder(*, mode='run', expect_failures=False, config=None, strict=False): "
             "options of the tasks_recorder fixture; mode is one of run, record, spy."
         ]
     )
@@ -602,7 +602,7 @@ def test_assertion_failure_shows_the_closest_records_and_the_timeline(pytester: 
             "E       Closest recorded tasks:",
             "E       - #2 after_response send_email('a@b.c')",
             "E           phase: expected after_route, got after_response",
-            "E           argument 1: expected 'x@y.z', got 'a@b.c'",
+            "E           address: expected 'x@y.z', got 'a@b.c'",
             "E       ",
             "E       Recorded tasks:",
             "E       #  phase           task                   status     request",

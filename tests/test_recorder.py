@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 import re
 import smtplib
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -334,10 +335,15 @@ def test_install_overrides_tasks_and_uninstall_restores_the_previous_override() 
     recorder = RecordingScheduler()
 
     recorder.install(app)
+    line = sys._getframe().f_lineno - 1
 
     assert recorder.app is app
     assert app.dependency_overrides[get_tasks_scheduler] is not previous
-    with pytest.raises(FastAPITasksError, match=r"^The recorder is already installed on <fastapi\.applications\.Fast"):
+    with pytest.raises(
+        FastAPITasksError,
+        match=rf"^The recorder is already installed, by tasks_recorder\.install\(app\) at test_recorder\.py:{line}; "
+        r"call tasks_recorder\.uninstall\(\) before installing it on another app\.$",
+    ):
         recorder.install(app)
 
     recorder.uninstall()

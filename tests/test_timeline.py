@@ -118,13 +118,48 @@ def test_long_values_are_shortened() -> None:
     recorder = RecordingScheduler()
     recorder.schedule(take, "x" * 60, list(range(10)), {"a": 1}, token="s" * 50)
 
-    call = (
-        "take('xxxxxxxxxxxxxxxxx...xxxxxxxxxxxxxxxxxx', [0, 1, 2, 3, 4, 5, ...], {'a': 1}, "
-        "token='sssssssssssssssss...ssssssssssssssssss')"
-    )
+    call = f"take('{'x' * 37}...', [0, 1, 2, 3, 4, 5, ...], {{'a': 1}}, token='{'s' * 37}...')"
     assert recorder.timeline() == (
         f"#  phase      {'task'.ljust(len(call))}  status   request\n1  immediate  {call}  pending  -"
     )
+
+
+class Opaque:
+    def __repr__(self) -> str:
+        return "Opaque(colour='red', size='large', weight='heavy', price='high')"
+
+
+def test_long_values_are_cut_between_words() -> None:
+    recorder = RecordingScheduler()
+    recorder.schedule(take, "the quick brown fox jumps over the lazy dog, twice", Opaque())
+
+    assert recorder.timeline().splitlines()[1] == (
+        "1  immediate  take('the quick brown fox jumps over the...', Opaque(colour='red', size='large...)  pending  -"
+    )
+
+
+def test_reprs_show_no_address() -> None:
+    recorder = RecordingScheduler()
+    recorder.schedule(take, audit, object())
+
+    # An address would make the text change from run to run.
+    assert recorder.timeline().splitlines()[1] == ("1  immediate  take(<function audit>, <object object>)  pending  -")
+
+
+def test_the_request_scheduler_shows_as_the_public_class() -> None:
+    app = FastAPI()
+    add_tasks(app)
+
+    @app.post("/")
+    async def endpoint(tasks: Tasks) -> None:
+        tasks.after_response.schedule(take, tasks)
+
+    recorder = RecordingScheduler(mode="record")
+    recorder.install(app)
+    TestClient(app).post("/")
+
+    # The recorder's own helper class stays out of sight: the endpoint got a TasksScheduler.
+    assert "take(<TasksScheduler after_route=0...)" in recorder.timeline()
 
 
 class Page:
@@ -143,7 +178,7 @@ def test_every_record_stays_on_one_line_of_the_table() -> None:
     recorder.run_pending_sync()
 
     call = r"take(<Page\n  title='Home'\n>, 'two\nlines', sep='\t\x00')"
-    status = r"failed (ValueError: 1 validation error for Order\nquantity\n  Input should be > 0 xxx...)"
+    status = r"failed (ValueError: 1 validation error for Order\nquantity\n  Input should be > 0...)"
     assert recorder.timeline() == (
         f"#  phase      {'task'.ljust(len(call))}  {'status'.ljust(len(status))}  request\n"
         f"1  immediate  {call}  {'succeeded'.ljust(len(status))}  -\n"
@@ -159,3 +194,68 @@ def test_a_subset_of_records_keeps_their_numbers() -> None:
     assert render_timeline(recorder.records[1:]) == (
         "#  phase        task        status   request\n2  after_route  audit('b')  pending  -"
     )
+
+
+def hinted_failure() -> None:
+    raise RuntimeError(
+        "The payment provider refused the charge of order 7 because the card on file has expired. "
+        "Ask the customer for another card."
+    )
+
+
+def test_an_exception_is_shortened_before_its_fix_hint() -> None:
+    recorder = RecordingScheduler(expect_failures=True)
+    recorder.schedule(hinted_failure)
+    recorder.run_pending_sync()
+
+    # The hint that says what to do stays whole; the diagnosis before it is cut between two words.
+    assert recorder.timeline().splitlines()[1] == (
+        "1  immediate  hinted_failure()  failed (RuntimeError: The payment provider... "
+        "Ask the customer for another card.)  -"
+    )
+
+
+class Broken:
+    def __repr__(self) -> str:
+        raise ValueError("no repr")
+
+
+class _Hidden:
+    def __repr__(self) -> str:
+        return f"<{type(self).__qualname__} at 0x7f00deadbeef>"
+
+
+class Shown(_Hidden):
+    pass
+
+
+_Hidden.__module__ = "fastapi_tasks_testing._helpers"  # as if it were one of the toolkit's own
+
+
+def test_reprs_that_fail_or_name_a_private_class_of_the_toolkit() -> None:
+    recorder = RecordingScheduler()
+    recorder.schedule(take, Broken(), _Hidden(), Shown())
+
+    assert recorder.timeline().splitlines()[1] == ("1  immediate  take(<Broken object>, <object>, <Shown>)  pending  -")
+
+
+def test_a_long_table_without_focus_shows_both_ends() -> None:
+    recorder = RecordingScheduler()
+    for user in "abcdefgh":
+        recorder.schedule(audit, user)
+
+    assert render_timeline(recorder.records, max_rows=4) == (
+        "#  phase      task        status   request\n"
+        "1  immediate  audit('a')  pending  -\n"
+        "2  immediate  audit('b')  pending  -\n"
+        "...\n"
+        "7  immediate  audit('g')  pending  -\n"
+        "8  immediate  audit('h')  pending  -\n"
+        "(4 of 8 tasks not shown; timeline() shows them all)"
+    )
+    assert render_timeline(recorder.records, focus=[recorder.records[4]], max_rows=3).splitlines()[1:5] == [
+        "...",
+        "4  immediate  audit('d')  pending  -",
+        "5  immediate  audit('e')  pending  -",
+        "6  immediate  audit('f')  pending  -",
+    ]

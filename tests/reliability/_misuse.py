@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -150,9 +151,11 @@ def _install_on_router() -> tuple[Callable[[], object], str]:
 
 def _install_twice() -> tuple[Callable[[], object], str]:
     app, recorder = FastAPI(), RecordingScheduler()
+    line = sys._getframe().f_lineno + 1
     recorder.install(app)
     return lambda: recorder.install(FastAPI()), (
-        f"The recorder is already installed on {app!r}; call uninstall() before installing it again."
+        f"The recorder is already installed, by tasks_recorder.install(app) at _misuse.py:{line}; "
+        "call tasks_recorder.uninstall() before installing it on another app."
     )
 
 
@@ -457,7 +460,7 @@ SESSIONS: list[SessionMisuse] = [
         "marker: an unknown option",
         _PLAIN_TEST.format(marker="@pytest.mark.tasks_recorder(mode='record', retries=3)"),
         "TypeError: @pytest.mark.tasks_recorder got unknown option(s) 'retries'; "
-        "its options are mode, expect_failures, config.",
+        "its options are mode, expect_failures, config, strict.",
     ),
     SessionMisuse(
         "marker: a positional option",

@@ -15,6 +15,10 @@ async def send_push(user: str, *, text: str, trace_id: str) -> None: ...
 def index_post(post_id: str) -> None: ...
 
 
+def track(event: str, *, phase: str) -> None:
+    """A task with a parameter named like an assertion's option."""
+
+
 def notify_followers(tasks: TasksScheduler, author: str) -> None:
     """Takes a scheduler: a unit test can pass a RecordingScheduler, no app."""
     trace_id = uuid.uuid4().hex
@@ -28,5 +32,6 @@ def notify_followers(tasks: TasksScheduler, author: str) -> None:
 async def publish(author: str, tasks: Tasks) -> dict[str, str]:
     post_id = uuid.uuid4().hex
     tasks.after_route.task(name="index").schedule(index_post, post_id)
+    tasks.after_route.schedule(track, "post published", phase="beta")
     notify_followers(tasks, author)
     return {"id": post_id}

@@ -1,0 +1,144 @@
+"""Faults a test injects: a task that raises or runs a fake instead, a dispatch the broker refuses.
+
+Each `fail()`, `replace()` and `fail_dispatch()` of a recorder makes a `Fault`, which applies to
+the matching runs (all of them, the first `times`, or those its `where=` predicate accepts) and
+counts them. A fault that applied to nothing by the end of the test is reported at teardown: a
+mistyped task name must not pass silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+
+from ._matching import Predicate, TaskSpec, did_you_mean, matches_task, task_label
+from ._timeline import short_repr
+
+if TYPE_CHECKING:
+    from ._records import TaskRecord
+
+__all__ = ["Fault", "FaultKind", "check_exception", "check_spec", "unused_faults_report"]
+
+FaultKind: TypeAlias = Literal["fail", "replace", "fail_dispatch"]
+"""Which recorder method made a fault."""
+
+
+def check_spec(caller: str, task: object) -> None:
+    """Refuse a task that is neither a callable nor a name; `caller` is how the message names the call: `hold()`.
+
+    Raises:
+        TypeError: it is neither.
+    """
+    if not (isinstance(task, str) or callable(task)):
+        raise TypeError(f"{caller} takes a task as its function or its name, not {task!r}")
+
+
+def check_exception(method: str, exc: object) -> None:
+    """Refuse something that cannot be raised.
+
+    Raises:
+        TypeError: `exc` is neither an exception instance nor an exception class.
+    """
+    if not (isinstance(exc, BaseException) or (isinstance(exc, type) and issubclass(exc, BaseException))):
+        raise TypeError(f"{method}() needs an exception instance or class to raise, not {exc!r}")
+
+
+class Fault:
+    """One fault a test injected with `fail()`, `replace()` or `fail_dispatch()`, and the runs it applied to.
+
+    Attributes:
+        kind: "fail", "replace" or "fail_dispatch".
+        task: the task (or job) it applies to, as a function or a name.
+        times: how many runs it applies to; `None`: every matching run.
+        where: a predicate over the record that a run must satisfy, or `None`.
+        optional: whether it may apply to no run without failing the test at teardown.
+        records: the records of the runs it applied to, in order.
+    """
+
+    __slots__ = ("_action", "kind", "optional", "records", "task", "times", "where")
+
+    def __init__(
+        self,
+        kind: FaultKind,
+        task: TaskSpec,
+        action: BaseException | type[BaseException] | Callable[..., Any],
+        *,
+        times: int | None = None,
+        where: Predicate | None = None,
+        optional: bool = False,
+    ) -> None:
+        check_spec(f"{kind}()", task)
+        if not isinstance(optional, bool):
+            raise TypeError(f"{kind}() takes optional=True or False, not {optional!r}")
+        if times is not None and (isinstance(times, bool) or not isinstance(times, int) or times < 1):
+            raise ValueError(f"{kind}() takes times=None (every run) or a number of runs from 1, not {times!r}")
+        if where is not None and not callable(where):
+            raise TypeError(f"{kind}() takes where= as a function of the record, not {where!r}")
+        self.kind: FaultKind = kind
+        self.task = task
+        self.times = times
+        self.where = where
+        self.optional = optional
+        self.records: list[TaskRecord] = []
+        self._action = action
+
+    def __repr__(self) -> str:
+        limit = "every time" if self.times is None else f"of {self.times}"
+        return f"<Fault {self.describe()}: applied {self.used} {limit}>"
+
+    @property
+    def used(self) -> int:
+        """How many runs it applied to."""
+        return len(self.records)
+
+    def describe(self) -> str:
+        """The call that made it, as the test wrote it: `fail('charge', RuntimeError('declined'), times=1)`."""
+        parts = [task_label(self.task), short_repr(self._action)]
+        if self.times is not None:
+            parts.append(f"times={self.times}")
+        if self.where is not None:
+            parts.append(f"where={getattr(self.where, '__name__', None) or short_repr(self.where)}")
+        return f"{self.kind}({', '.join(parts)})"
+
+    def applies_to(self, record: TaskRecord) -> bool:
+        """Whether it applies to this run of `record` (and has runs left)."""
+        if self.times is not None and self.used >= self.times:
+            return False
+        return matches_task(record, self.task) and (self.where is None or bool(self.where(record)))
+
+    def target(self, record: TaskRecord) -> Callable[..., Any]:
+        """Apply it to `record`: count the run, and return what runs instead of the task's function."""
+        self.records.append(record)
+        action = self._action
+        if self.kind == "replace":
+            assert callable(action)
+            return action
+        # An injected failure is expected: the teardown report of failed tasks leaves it out.
+        record.handled = True
+
+        def raise_injected(*args: Any, **kwargs: Any) -> Any:
+            raise self.exception()
+
+        return raise_injected
+
+    def exception(self) -> BaseException:
+        """The exception to raise: the instance given, or a new one of the class given."""
+        action = self._action
+        return action() if isinstance(action, type) else action  # type: ignore[return-value]
+
+
+def unused_faults_report(faults: Iterable[Fault], records: Iterable[TaskRecord]) -> str | None:
+    """The teardown report of the faults that applied to no run, or `None` when every one did."""
+    unused = [fault for fault in faults if not fault.records and not fault.optional]
+    if not unused:
+        return None
+    names = [record.name for record in records]
+    lines = [f"{len(unused)} fault(s) injected by the test applied to no task:"]
+    for fault in unused:
+        hint = did_you_mean(fault.task, names) if isinstance(fault.task, str) else ""
+        lines.append(f"- tasks_recorder.{fault.describe()} matched no run.{hint}")
+    lines.append(
+        "Check the task's name or function and the where= condition; a fault that may apply to nothing "
+        "takes optional=True."
+    )
+    return "\n".join(lines)
