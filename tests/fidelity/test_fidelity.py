@@ -51,13 +51,6 @@ KNOWN_GAPS: dict[str, str] = {
         "fails (RuntimeError: session is closed); recorder: it runs before the response is sent, while the "
         "session is open, and succeeds: the test passes, production fails"
     ),
-    # A refused schedule must leave no record (issue 11); this one does.
-    "schedule-after-shutdown-refused": (
-        "both refuse tasks.schedule() after the shutdown with FastAPITasksShutdownError, but the recorder "
-        "keeps a record of the refused task (immediate, pending for ever): TasksScheduler._add asks the "
-        "runtime for the handle first (RequestRuntime.new_task records it) and submits it after, and "
-        "_Runtime.submit refuses it once the runtime is closed"
-    ),
     # FastAPI's BackgroundTasks, which the recorder records too (issue 14): the accepted difference
     # "failure-reaches-the-server" covers what the server and a yield dependency see, not this.
     "starlette-background-task-raises": (
