@@ -284,6 +284,10 @@ class Task(Generic[P, T]):
             self._started.set()
 
     def _set_ended(self, status: TaskStatus) -> None:
+        if self._started is None and self._status is _PENDING and status is not TaskStatus.DISCARDED:
+            # Ended before its body began (cancelled while pending): `started`, made later, would infer
+            # from the final status that the body had begun.
+            self._started = _new_event(False)
         self._status = status
         # Nothing can cancel an ended task: let go of anyio's handle (its coroutine, cancel scope and event).
         self._handle = None
@@ -627,9 +631,7 @@ class _Runtime:
             anyio.from_thread.run_sync(self.submit, task, token=self.token)
             return
         if self.closed:
-            raise FastAPITasksShutdownError(
-                f"Cannot start {task.name!r}: the app is shutting down and its tasks were cancelled."
-            )
+            raise _shutdown_error(task.name)
         self.spawn(task)
 
     def start_tasks(self, tasks: list[Task[..., Any]], phase: Phase) -> None:
@@ -704,6 +706,10 @@ class _Runtime:
                 if not task.config.shield:
                     task._cancel()
         await self._wait_idle()
+
+
+def _shutdown_error(name: str) -> FastAPITasksShutdownError:
+    return FastAPITasksShutdownError(f"Cannot start {name!r}: the app is shutting down and its tasks were cancelled.")
 
 
 def _describe_unfinished(task: Task[..., Any]) -> str:
@@ -819,6 +825,10 @@ class TasksScheduler(_Schedulable):
         config: TaskConfig,
         dispatch: bool = False,
     ) -> Task[..., Any]:
+        runtime = self._runtime
+        if runtime is not None and runtime.closed:
+            # Refused before a task (or a test's record of one) exists, like a schedule into a closed batch.
+            raise _shutdown_error(config.name or callable_name(func))
         if dispatch:
             task = self._new_dispatch(func, args, kwargs, config, _IMMEDIATE)
         else:
