@@ -547,6 +547,8 @@ class TasksBatch(_Schedulable):
                 owner._start_batch(self)
             elif self.phase is _AFTER_RESPONSE and owner.after_route._state is _STARTED:
                 self._discard(exc, _after_the_endpoint(exc))
+            elif isinstance(exc, anyio.get_cancelled_exc_class()):
+                self._discard(exc, f"the request was cancelled before the endpoint returned ({type(exc).__name__})")
             else:
                 self._discard(exc)
         if type(owner) is TasksScheduler:

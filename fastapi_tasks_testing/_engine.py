@@ -4,8 +4,9 @@ In "run" and "record" mode a request's tasks are scheduled, bound to FastAPI's e
 started, discarded and refused by the production `TasksScheduler` and its batches, unchanged.
 What this module substitutes is the app's runtime, and only where it starts a task: instead of
 a task of its own per task, a request's tasks queue up and one worker runs them in the order
-production starts them, in the app's task group. The request waits for them at the bottom of
-FastAPI's two exit stacks, after everything production lets run before its tasks get going, so
+production starts them, in the app's task group, where their bodies begin when production's
+would: at the request's next checkpoint. The request waits for them at the bottom of FastAPI's
+request exit stack, after everything production lets run before its last tasks get going, so
 that a test client's call returns once every task of the request has ended.
 """
 

@@ -688,9 +688,10 @@ class RecordingScheduler(DispatchRecorder, TasksScheduler, RecordQueries):
         runtime = RequestRuntime(real, self, config, RequestInfo.from_scope(scope))
         scheduler = TasksScheduler(_runtime=runtime, _scope=scope)
         if self.mode != "spy":
-            # Below the batches production bound at the bottom of each stack: the request goes on once
-            # the tasks that production starts there have ended.
-            wait_at_bottom(scope["fastapi_function_astack"], runtime)
+            # Below the after_response batch production bound at the bottom of the request stack: the
+            # request ends once every task it started has ended. Nothing waits at the bottom of the
+            # function stack: the after_route tasks start there and run while the response is sent,
+            # as in production, where their bodies begin at the request's next checkpoint.
             wait_at_bottom(scope["fastapi_inner_astack"], runtime)
         if close is not None:
             push_at_bottom(scope["fastapi_inner_astack"], close)

@@ -35,35 +35,7 @@ SCENARIOS: list[Scenario] = [
 ]
 BACKENDS: tuple[Backend, ...] = ("asyncio", "trio")
 
-KNOWN_GAPS: dict[str, str] = {
-    # Run mode runs the after_route tasks at the bottom of FastAPI's function stack: the request waits
-    # there (RecordingScheduler._dependency pushes wait_at_bottom on both stacks) until they have ended,
-    # before the response is sent. Production only starts them there; their bodies begin at the
-    # request's next checkpoint, and nothing between there and the request-scoped teardown checkpoints
-    # when sending the response does not (httpx's ASGITransport; uvicorn unless the socket is full): so
-    # they begin after the response was sent and the request-scoped dependencies were torn down.
-    "after-route-body-timing": (
-        "production: the after_route task's body begins after the response was sent (responses_sent=1); "
-        "recorder: before it is sent (0), because the request waits for it at the bottom of the function stack"
-    ),
-    "yield-session-request-scope-after-route": (
-        "production: the after_route task's body begins after the request-scoped session was closed and "
-        "fails (RuntimeError: session is closed); recorder: it runs before the response is sent, while the "
-        "session is open, and succeeds: the test passes, production fails"
-    ),
-    # FastAPI's BackgroundTasks, which the recorder records too (issue 14): the accepted difference
-    # "failure-reaches-the-server" covers what the server and a yield dependency see, not this.
-    "starlette-background-task-raises": (
-        "production: the BackgroundTasks task's RuntimeError propagates out of the request after the 200 "
-        "(the client raises it), so the request's after_response batch is discarded (INFO 'because sending "
-        "the response or tearing down a request-scoped dependency raised RuntimeError ...'); recorder: the "
-        "failure is recorded and logged (ERROR), the client gets 200 and the after_response task runs"
-    ),
-    "starlette-background-task-wrong-arguments": (
-        "as starlette-background-task-raises, with the TypeError of the call: production discards the "
-        "request's after_response task and the client raises TypeError; recorder: logged, 200, after_response runs"
-    ),
-}
+KNOWN_GAPS: dict[str, str] = {}
 """Scenarios where the engines disagree today (`id`, or `id[backend]` for one backend only) -> what differs.
 
 Each is an expected failure, strictly: when the recorder's engine is fixed the test passes, pytest
@@ -71,15 +43,7 @@ reports that as a failure, and the entry is deleted. Not to be confused with the
 differences, which are permanent and documented.
 """
 
-PRODUCTION_GAPS: dict[str, str] = {
-    # Issue 11 #6: "the discard log says why: the endpoint raised (which exception), or the client went
-    # away before the response was sent". After a clean endpoint it does; a cancelled endpoint is
-    # reported as one that raised.
-    "request-cancelled-mid-endpoint": (
-        "the request is cancelled (its client gave up) while the endpoint waits; the discard log says "
-        "'because the endpoint or one of its dependencies raised CancelledError' (trio: Cancelled)"
-    ),
-}
+PRODUCTION_GAPS: dict[str, str] = {}
 """Scenarios where production does not do what DESIGN.md requires today (`id` or `id[backend]`) -> what it does."""
 
 RECORDER_ONLY = {"dependency-overrides-replaced"}
