@@ -1,13 +1,15 @@
 """The reliability run: load, the fault matrix and every misuse, at a larger size than CI's; nothing may be lost.
 
-    python benchmarks/reliability.py             # 20,000 requests, 3 rounds of faults; updates README.md
-    python benchmarks/reliability.py --quick     # 2,000 requests, 1 round: to try the script
+    python benchmarks/reliability.py             # 20,000 requests twice, 3 rounds of faults; updates README.md
+    python benchmarks/reliability.py --quick     # 2,000 requests twice, 1 round: to try the script
     python benchmarks/reliability.py --no-readme # print the figures only
 
-It runs the scenarios of `tests/reliability/` (the CI runs them at 5,000 requests and one round),
-prints a table of figures and writes it into the README's "## Reliability" section. It exits
-non-zero when any check failed or any task was lost. Speeds are shown for scale only; nothing is
-asserted on them.
+It runs the scenarios of `tests/reliability/` (the CI runs them at 5,000 requests and one round):
+a load run; the same load with 1% of the tasks ending in a `BaseException` or a foreign
+cancellation; the latency of a sync endpoint idle and while 100 slow sync tasks run; the fault
+matrix; every misuse. It prints a table of figures and writes it into the README's
+"## Reliability" section, and exits non-zero when any check failed, any request starved or any
+task was lost. Speeds and latencies are measured for scale only; nothing is asserted on them.
 """
 
 from __future__ import annotations
@@ -39,6 +41,13 @@ README = ROOT / "README.md"
 HEADING = "## Reliability"
 
 
+STARVATION_TASKS = 100
+STARVATION_TARGET = 2.0
+"""The sync endpoint's p99 while the slow sync tasks run may be at most this many times its idle p99."""
+FAULT_EVERY = 100
+"""One task in 100 of the faulty load run ends with a `BaseException` or a foreign cancellation."""
+
+
 @dataclass
 class Figures:
     requests: int = 0
@@ -49,6 +58,13 @@ class Figures:
     retained: Counter[str] = field(default_factory=Counter)
     gc_delta: int = 0
     load_seconds: float = 0.0
+    faulty_requests: int = 0
+    faulty_tasks_expected: int = 0
+    faulty_tasks_ran: int = 0
+    faulty_failed_requests: int = 0
+    faulty_injected: int = 0
+    faulty_ended_failed: int = 0
+    starvation: _scenarios.StarvationResult | None = None
     fault_scenarios: int = 0
     faults: int = 0
     fault_tasks: Counter[str] = field(default_factory=Counter)
@@ -57,7 +73,7 @@ class Figures:
 
     @property
     def tasks_lost(self) -> int:
-        return self.tasks_expected - self.tasks_ran
+        return self.tasks_expected - self.tasks_ran + self.faulty_tasks_expected - self.faulty_tasks_ran
 
 
 class _Collector(logging.Handler):
@@ -68,7 +84,9 @@ class _Collector(logging.Handler):
         self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
+        # Without the traceback: it would keep each failed task's frames, and its handle, alive,
+        # and the load runs count the handles still alive at their end.
+        self.records.append(logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None}))
 
 
 def _quiet_logs() -> _Collector:
@@ -103,6 +121,34 @@ async def _load(figures: Figures, requests: int, concurrency: int) -> None:
     figures.gc_delta = max(figures.gc_delta, result.gc_objects_after - result.gc_objects_before)
     if result.tasks_lost or result.ran_twice or result.failed_requests or result.retained:
         figures.failures.append(f"load of {requests} requests: {result}")
+
+
+async def _faulty_load(figures: Figures, requests: int, concurrency: int) -> None:
+    result = await _scenarios.run_load(requests, concurrency=concurrency, fault_every=FAULT_EVERY)
+    figures.faulty_requests += result.requests
+    figures.faulty_tasks_expected += result.tasks_expected
+    figures.faulty_tasks_ran += result.tasks_ran
+    figures.faulty_failed_requests += result.failed_requests
+    figures.faulty_injected += sum(result.faulty.values())
+    figures.faulty_ended_failed += result.faulty["failed"]
+    if (
+        result.tasks_lost
+        or result.ran_twice
+        or result.failed_requests
+        or result.retained
+        or set(result.faulty) != {"failed"}
+    ):
+        figures.failures.append(f"load of {requests} requests with faulty tasks: {result}")
+
+
+async def _starvation(figures: Figures, rounds: int) -> None:
+    result = await _scenarios.run_starvation(tasks=STARVATION_TASKS, rounds=rounds)
+    figures.starvation = result
+    if result.starved:
+        figures.failures.append(
+            f"starvation: {result.starved} request(s) to a sync endpoint got no answer within 3 s "
+            f"while {result.running} slow sync tasks ran"
+        )
 
 
 async def _faults(figures: Figures, collector: _Collector, rounds: int, live: bool) -> None:
@@ -142,6 +188,28 @@ def _misuses(figures: Figures) -> None:
             figures.failures.append(f"plugin misuse {session.id!r}: no line {session.line!r} in:\n{run.stdout}")
 
 
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def _starvation_rows(result: _scenarios.StarvationResult | None) -> list[tuple[str, str]]:
+    if result is None:
+        return [("sync endpoint beside slow sync tasks", "not measured (see failures)")]
+    pct = result.percentile
+    idle = f"{_ms(pct(result.idle, 50))} / {_ms(pct(result.idle, 99))}"
+    label = f"… while {result.tasks} slow sync tasks run ({result.running} at once), p50 / p99"
+    if not result.busy:
+        return [("sync `def` endpoint latency, idle, p50 / p99", idle), (label, "no answer within 3 s")]
+    ratio = result.p99_ratio
+    met = "met" if ratio <= STARVATION_TARGET and not result.starved else "**missed**"
+    starved = f"; {result.starved:,} got no answer within 3 s" if result.starved else ""
+    return [
+        ("sync `def` endpoint latency, idle, p50 / p99", idle),
+        (label, f"{_ms(pct(result.busy, 50))} / {_ms(pct(result.busy, 99))}{starved}"),
+        (f"… p99 while they run over idle p99 (target: within {STARVATION_TARGET:g}x)", f"{ratio:.2f}x, {met}"),
+    ]
+
+
 def _table(figures: Figures, settings: str) -> list[str]:
     accounted = figures.fault_tasks
     rows = [
@@ -153,11 +221,21 @@ def _table(figures: Figures, settings: str) -> list[str]:
             "tasks, schedulers, batches alive after the load",
             str(sum(figures.retained.values())),
         ),
+        (
+            f"requests served under the same load with 1 task in {FAULT_EVERY} ending in a "
+            "`BaseException` or a foreign cancellation",
+            f"{figures.faulty_requests:,}",
+        ),
+        ("… tasks that ended so (failed, logged)", f"{figures.faulty_ended_failed:,} of {figures.faulty_injected:,}"),
+        ("… other tasks that ran", f"{figures.faulty_tasks_ran - figures.faulty_injected:,}"),
+        ("… requests that failed", f"{figures.faulty_failed_requests:,}"),
+        *_starvation_rows(figures.starvation),
         ("fault scenarios run", f"{figures.fault_scenarios:,}"),
         ("faults injected", f"{figures.faults:,}"),
         ("tasks in the fault scenarios", f"{sum(accounted.values()):,}"),
         ("… succeeded", f"{accounted['succeeded']:,}"),
         ("… failed, logged and handled by on_error", f"{accounted['failed+handled']:,}"),
+        ("… failed with a `BaseException` and logged", f"{accounted['failed+logged']:,}"),
         ("… cancelled and logged", f"{accounted['cancelled+logged']:,}"),
         ("… discarded (endpoint raised) and logged", f"{accounted['discarded+logged']:,}"),
         ("misuse inputs tried (each refused with its exact message)", f"{figures.misuses:,}"),
@@ -166,10 +244,12 @@ def _table(figures: Figures, settings: str) -> list[str]:
     ]
     intro = (
         "What happens to background tasks under load, faults (tasks and `on_error` handlers that raise, "
-        "sync tasks failing in worker threads, `task.cancel()` from outside, clients leaving mid-request "
-        "and mid-stream, shutdown with tasks of every phase in flight, with and without a grace period) "
-        "and bad input. Every task is accounted for: it succeeded, failed and was handled, or was "
-        "cancelled or discarded and logged."
+        "also `BaseException`s that are not `Exception`s and, on asyncio, cancellations that did not come "
+        "from us; sync tasks failing in worker threads, `task.cancel()` from outside, clients leaving "
+        "mid-request and mid-stream, shutdown with tasks of every phase in flight, with and without a "
+        "grace period), slow sync tasks beside sync endpoints, and bad input. Every task is accounted "
+        "for: it succeeded, failed and was logged (and handled, for an `Exception`), or was cancelled "
+        "or discarded and logged."
     )
     rate = figures.requests / figures.load_seconds if figures.load_seconds else 0.0
     note = (
@@ -204,19 +284,31 @@ def _write_readme(lines: list[str]) -> bool:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="2,000 requests and one round of faults")
-    parser.add_argument("--requests", type=int, help="requests in the load run (default 20,000; 2,000 with --quick)")
+    parser.add_argument(
+        "--quick", action="store_true", help="2,000 requests, fewer latency rounds, one round of faults"
+    )
+    parser.add_argument("--requests", type=int, help="requests in each load run (default 20,000; 2,000 with --quick)")
     parser.add_argument("--rounds", type=int, help="rounds of the fault matrix (default 3; 1 with --quick)")
+    parser.add_argument(
+        "--latency-rounds",
+        type=int,
+        help="rounds of 50 idle and 50 busy requests to the sync endpoint (default 40; 6 with --quick)",
+    )
     parser.add_argument("--no-readme", action="store_true", help="print the figures, leave README.md alone")
     args = parser.parse_args()
     requests = args.requests or (2_000 if args.quick else 20_000)
     rounds = args.rounds or (1 if args.quick else 3)
+    latency_rounds = args.latency_rounds or (6 if args.quick else 40)
 
     collector = _quiet_logs()
     figures = Figures()
 
     async def run() -> None:
         await _guarded(figures, "load", lambda: _load(figures, requests, 20))
+        gc.collect()
+        await _guarded(figures, "load with faulty tasks", lambda: _faulty_load(figures, requests, 20))
+        gc.collect()
+        await _guarded(figures, "starvation", lambda: _starvation(figures, latency_rounds))
         gc.collect()
         await _guarded(figures, "faults, live", lambda: _faults(figures, collector, rounds, live=True))
         await _guarded(figures, "faults, in-process", lambda: _faults(figures, collector, rounds, live=False))
@@ -228,7 +320,10 @@ def main() -> int:
     )
     _misuses(figures)
 
-    settings = f"{requests:,} requests; the fault matrix {rounds} time(s) on uvicorn and in-process on asyncio and trio"
+    settings = (
+        f"{requests:,} requests per load run; {latency_rounds} rounds of 50 idle and 50 busy requests to the "
+        f"sync endpoint; the fault matrix {rounds} time(s) on uvicorn and in-process on asyncio and trio"
+    )
     lines = _table(figures, settings)
     print("\n".join(lines))
     for failure in figures.failures:

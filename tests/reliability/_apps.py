@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sys
 import threading
 import weakref
 from collections import Counter
@@ -11,6 +13,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.from_thread
 import anyio.lowlevel
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
@@ -18,9 +21,72 @@ from fastapi.responses import StreamingResponse
 from fastapi_tasks import Phase, Task, TaskConfig, Tasks, TasksScheduler, TaskStatus, add_tasks
 from fastapi_tasks.errors import FastAPITasksShutdownError
 
-__all__ = ["FAULT_KINDS", "Accounting", "Ledger", "ServerHooks", "Tally", "account", "make_fault_app", "make_load_app"]
+if sys.version_info >= (3, 11):
+    from builtins import BaseExceptionGroup
+else:  # anyio depends on the backport before 3.11
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
+
+__all__ = [
+    "ASYNCIO_ONLY_KINDS",
+    "BASE_FAULTS",
+    "FAULT_KINDS",
+    "Abort",
+    "Accounting",
+    "Ledger",
+    "ServerHooks",
+    "Tally",
+    "account",
+    "make_fault_app",
+    "make_load_app",
+    "make_starvation_app",
+]
 
 PHASES = (Phase.IMMEDIATE, Phase.AFTER_ROUTE, Phase.AFTER_RESPONSE)
+
+
+# --- faults that are not Exceptions ------------------------------------------------------------
+
+
+class Abort(BaseException):
+    """An app's own `BaseException` subclass (not an `Exception`), as some libraries define to unwind a stack."""
+
+
+BASE_FAULTS = ("base-exception", "sync-base-exception", "generator-exit", "exception-group", "foreign-cancel")
+"""Task bodies that end with a `BaseException` that is neither an `Exception` nor our own cancellation:
+an `Abort` (on the loop and in a worker thread), a `GeneratorExit`, a `BaseExceptionGroup`, and (asyncio
+only) a `CancelledError` from a future that something else cancelled."""
+
+ASYNCIO_ONLY_KINDS = frozenset({"foreign-cancel"})
+"""Fault kinds that exist only on asyncio (trio has no cancelled futures)."""
+
+
+def base_fault(kind: str, where: str) -> BaseException:
+    """The exception a body of fault `kind` (of `BASE_FAULTS`, but "foreign-cancel") raises."""
+    if kind in ("base-exception", "sync-base-exception"):
+        return Abort(f"abort in {where}")
+    if kind == "generator-exit":
+        return GeneratorExit(f"generator exit in {where}")
+    if kind == "exception-group":
+        group: BaseException = BaseExceptionGroup(
+            f"group in {where}", [Abort(f"abort in {where}"), ValueError(f"boom in {where}")]
+        )
+        return group
+    raise ValueError(f"unknown fault kind {kind!r}")
+
+
+async def foreign_cancellation() -> None:
+    """Await a future that something else cancels: a `CancelledError` that no cancel scope of ours asked for."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[None] = loop.create_future()
+    loop.call_soon(future.cancel)
+    await future
+
+
+def fault_type(kind: str) -> type[BaseException]:
+    """The type of what a body of fault `kind` (of `BASE_FAULTS`) ends with."""
+    if kind == "foreign-cancel":
+        return asyncio.CancelledError
+    return type(base_fault(kind, ""))
 
 
 class ServerHooks:
@@ -69,6 +135,8 @@ class Tally:
         self.done = threading.Event()
         # Weak: the tally must not be what keeps a task alive.
         self.handles: weakref.WeakSet[Task[..., Any]] = weakref.WeakSet()
+        # Strong, to check how each ended; `forget_faulty()` drops them before objects are counted.
+        self.faulty: list[tuple[Task[..., Any], str]] = []
 
     def track(self, *tasks: Task[..., Any]) -> None:
         """Remember `tasks` weakly, for `/drain`."""
@@ -99,36 +167,84 @@ class Tally:
         """An async task body: runs on the event loop."""
         self.hit(rid, phase)
 
+    def hit_then_fail(self, rid: int, phase: str, kind: str) -> None:
+        """A sync task body that counts itself, then raises the `BaseException` of fault `kind`."""
+        self.hit(rid, phase)
+        raise base_fault(kind, f"request {rid}, {phase}")
+
+    async def ahit_then_fail(self, rid: int, phase: str, kind: str) -> None:
+        """An async task body that counts itself, then ends with the `BaseException` of fault `kind`."""
+        self.hit(rid, phase)
+        if kind == "foreign-cancel":
+            await foreign_cancellation()
+        raise base_fault(kind, f"request {rid}, {phase}")
+
+    def track_faulty(self, task: Task[..., Any], kind: str) -> None:
+        with self._lock:
+            self.faulty.append((task, kind))
+
+    def faulty_outcomes(self) -> Counter[str]:
+        """How the faulty tasks ended: "failed" (with their own exception kept), or what else."""
+        with self._lock:
+            return Counter(
+                "failed"
+                if task.status is TaskStatus.FAILED and isinstance(task.exception, fault_type(kind))
+                else f"{kind}: {task.status.value}, {task.exception!r}"
+                for task, kind in self.faulty
+            )
+
+    def forget_faulty(self) -> None:
+        with self._lock:
+            self.faulty.clear()
+
     def reset(self) -> None:
         """Forget every count."""
         with self._lock:
             self.counts.clear()
             self.expected = 0
             self.done.clear()
+            self.faulty.clear()
 
 
-def make_load_app(tally: Tally, hooks: ServerHooks) -> FastAPI:
-    """An app whose two endpoints (async and sync) schedule one task per phase, sync and async tasks mixed."""
+def make_load_app(tally: Tally, hooks: ServerHooks, *, fault_every: int = 0) -> FastAPI:
+    """An app whose two endpoints (async and sync) schedule one task per phase, sync and async tasks mixed.
+
+    Parameters:
+        fault_every: when not 0, one task in `fault_every` (counting each request's three in turn)
+            counts itself and then ends with a `BaseException`, of each of `BASE_FAULTS` in turn.
+    """
     app = FastAPI()
     add_tasks(app)
     hooks.install(app)
 
+    def schedule(tasks: TasksScheduler, rid: int, sync_endpoint: bool) -> None:
+        targets = (tasks, tasks.after_route, tasks.after_response)
+        for index, (phase, target) in enumerate(zip(PHASES, targets, strict=True)):
+            # Sync and async bodies alternate by phase, the other way round for sync endpoints.
+            sync_body = (index % 2 == 1) != sync_endpoint
+            ordinal = 3 * rid + index
+            task: Task[..., Any]
+            if fault_every and ordinal % fault_every == 0:
+                kind = BASE_FAULTS[(ordinal // fault_every) % len(BASE_FAULTS)]
+                if kind == "sync-base-exception":
+                    task = target.schedule(tally.hit_then_fail, rid, phase.value, kind)
+                else:
+                    task = target.schedule(tally.ahit_then_fail, rid, phase.value, kind)
+                tally.track_faulty(task, kind)
+            elif sync_body:
+                task = target.schedule(tally.hit, rid, phase.value)
+            else:
+                task = target.schedule(tally.ahit, rid, phase.value)
+            tally.track(task)
+
     @app.get("/async/{rid}")
     async def async_endpoint(rid: int, tasks: Tasks) -> dict[str, int]:
-        tally.track(
-            tasks.schedule(tally.ahit, rid, Phase.IMMEDIATE.value),
-            tasks.after_route.schedule(tally.hit, rid, Phase.AFTER_ROUTE.value),
-            tasks.after_response.schedule(tally.ahit, rid, Phase.AFTER_RESPONSE.value),
-        )
+        schedule(tasks, rid, sync_endpoint=False)
         return {"rid": rid}
 
     @app.get("/sync/{rid}")
     def sync_endpoint(rid: int, tasks: Tasks) -> dict[str, int]:
-        tally.track(
-            tasks.schedule(tally.hit, rid, Phase.IMMEDIATE.value),
-            tasks.after_route.schedule(tally.ahit, rid, Phase.AFTER_ROUTE.value),
-            tasks.after_response.schedule(tally.hit, rid, Phase.AFTER_RESPONSE.value),
-        )
+        schedule(tasks, rid, sync_endpoint=True)
         return {"rid": rid}
 
     @app.get("/drain")
@@ -143,10 +259,73 @@ def make_load_app(tally: Tally, hooks: ServerHooks) -> FastAPI:
     return app
 
 
+# --- starvation --------------------------------------------------------------------------------
+
+
+def make_starvation_app(hooks: ServerHooks) -> FastAPI:
+    """An app with a trivial sync endpoint (`/ping`) and slow sync tasks to run beside it.
+
+    `POST /block/{count}?running=n` schedules `count` sync tasks that block in their worker
+    threads until `/release`, and answers once `n` of them are running; `/release` lets them
+    all finish and answers once they have.
+    """
+    app = FastAPI()
+    add_tasks(app)
+    hooks.install(app)
+    blocked: list[tuple[threading.Event, list[Task[..., Any]]]] = []
+
+    @app.get("/ping")
+    def ping() -> dict[str, bool]:
+        return {"pong": True}
+
+    @app.post("/block/{count}")
+    async def block(count: int, running: int, tasks: Tasks) -> dict[str, int]:
+        gate, all_running, lock = threading.Event(), anyio.Event(), threading.Lock()
+        entered = 0
+        token = anyio.lowlevel.current_token()
+
+        def slow() -> None:
+            nonlocal entered
+            with lock:
+                entered += 1
+                last = entered == running
+            if last:
+                anyio.from_thread.run_sync(all_running.set, token=token)
+            gate.wait()
+
+        blocked.append((gate, [tasks.schedule(slow) for _ in range(count)]))
+        await all_running.wait()
+        return {"running": running}
+
+    @app.get("/release")
+    async def release() -> dict[str, int]:
+        ended = 0
+        while blocked:
+            gate, handles = blocked.pop()
+            gate.set()
+            for handle in handles:
+                await handle.wait()
+                ended += 1
+        return {"ended": ended}
+
+    return app
+
+
 # --- faults ----------------------------------------------------------------------------------
 
-FAULT_KINDS = ("ok", "raise", "handler-raises", "sync-raise", "sync-handler-raises", "wrong-args", "endpoint-raises")
-"""What `/fault/{kind}/{key}` schedules in each phase (`endpoint-raises`: ok tasks, then the endpoint raises)."""
+FAULT_KINDS = (
+    "ok",
+    "raise",
+    "handler-raises",
+    "sync-raise",
+    "sync-handler-raises",
+    "wrong-args",
+    "endpoint-raises",
+    *BASE_FAULTS,
+    "handler-raises-base",
+)
+"""What `/fault/{kind}/{key}` schedules in each phase (`endpoint-raises`: ok tasks, then the endpoint raises;
+`handler-raises-base`: a task that raises, whose `on_error` handler raises an `Abort`)."""
 
 
 class Ledger:
@@ -158,6 +337,7 @@ class Ledger:
         self.runs: Counter[str] = Counter()
         self.threads: dict[str, int] = {}
         self.handled: dict[str, BaseException] = {}
+        self.raised: dict[str, BaseException] = {}  # what the bodies of BASE_FAULTS ended with
         self.notes: dict[str, str] = {}
         self.events: dict[str, anyio.Event] = {}
 
@@ -203,6 +383,26 @@ class Ledger:
         self.ran(name)
         raise ValueError(f"boom in {name} (worker thread)")
 
+    def _raise(self, name: str, exc: BaseException) -> None:
+        with self._lock:
+            self.raised[name] = exc
+        raise exc
+
+    async def base_fail(self, name: str, kind: str) -> None:
+        """End with the `BaseException` of fault `kind` (of `BASE_FAULTS`), on the loop."""
+        self.ran(name)
+        if kind == "foreign-cancel":
+            try:
+                await foreign_cancellation()
+            except asyncio.CancelledError as exc:
+                self._raise(name, exc)
+        self._raise(name, base_fault(kind, name))
+
+    def sync_base_fail(self, name: str, kind: str) -> None:
+        """Raise the `BaseException` of fault `kind` in a worker thread."""
+        self.ran(name)
+        self._raise(name, base_fault(kind, f"{name} (worker thread)"))
+
     async def block(self, name: str, until: anyio.Event) -> None:
         self.ran(name)
         await until.wait()
@@ -226,6 +426,10 @@ class Ledger:
     async def on_error_raises(self, task: Task[..., Any], exc: Exception) -> None:
         await self.on_error(task, exc)
         raise RuntimeError(f"handler of {task.name} broke too")
+
+    async def on_error_raises_base(self, task: Task[..., Any], exc: Exception) -> None:
+        await self.on_error(task, exc)
+        raise Abort(f"handler of {task.name} aborted")
 
     def sync_on_error(self, task: Task[..., Any], exc: Exception) -> None:
         with self._lock:
@@ -251,6 +455,11 @@ def _schedule_fault(ledger: Ledger, tasks: TasksScheduler, kind: str, key: str) 
         elif kind == "sync-handler-raises":
             definition = target.task(name=name, on_error=ledger.sync_on_error_raises)
             ledger.add(definition.schedule(ledger.sync_fail, name))
+        elif kind in BASE_FAULTS:
+            body = ledger.sync_base_fail if kind == "sync-base-exception" else ledger.base_fail
+            ledger.add(target.task(name=name, on_error=ledger.on_error).schedule(body, name, kind))
+        elif kind == "handler-raises-base":
+            ledger.add(target.task(name=name, on_error=ledger.on_error_raises_base).schedule(ledger.fail, name))
         elif kind == "wrong-args":
             # Production checks no arguments at schedule time: the call fails in the background.
             definition = target.task(name=name, on_error=ledger.on_error)
@@ -390,11 +599,12 @@ def make_fault_app(ledger: Ledger, hooks: ServerHooks, *, shutdown_timeout: floa
 
 
 class Accounting(Counter[str]):
-    """How each task ended: succeeded, failed+handled, cancelled+logged, discarded+logged."""
+    """How each task ended: succeeded, failed+handled, failed+logged (a `BaseException`: logged at ERROR,
+    not handed to `on_error`, which takes an `Exception`), cancelled+logged, discarded+logged."""
 
 
-def _messages(records: Iterable[logging.LogRecord]) -> list[str]:
-    return [r.getMessage() for r in records if r.name == "fastapi_tasks"]
+def _messages(records: Iterable[logging.LogRecord], level: int = logging.NOTSET) -> list[str]:
+    return [r.getMessage() for r in records if r.name == "fastapi_tasks" and r.levelno >= level]
 
 
 def account(ledger: Ledger, records: Sequence[logging.LogRecord], keys: Iterable[str] | None = None) -> Accounting:
@@ -405,6 +615,7 @@ def account(ledger: Ledger, records: Sequence[logging.LogRecord], keys: Iterable
     """
     __tracebackhide__ = True
     messages = _messages(records)
+    errors = _messages(records, logging.ERROR)
     tasks = list(ledger.tasks.values()) if keys is None else [t for key in keys for t in ledger.named(key)]
     outcome = Accounting()
     problems = []
@@ -417,6 +628,15 @@ def account(ledger: Ledger, records: Sequence[logging.LogRecord], keys: Iterable
             if not any(m.startswith(f"Background task {name!r} failed: ") for m in messages):
                 problems.append(f"- {name}: failed without a log record")
             outcome["failed+handled"] += 1
+        elif (
+            status is TaskStatus.FAILED
+            and runs == 1
+            and ledger.raised.get(name, name) is task.exception
+            and name not in ledger.handled
+        ):
+            if not any(m.startswith(f"Background task {name!r} failed: ") for m in errors):
+                problems.append(f"- {name}: failed with {type(task.exception).__name__} without an ERROR log record")
+            outcome["failed+logged"] += 1
         elif status is TaskStatus.CANCELLED and runs <= 1:
             if f"Background task {name!r} was cancelled before it finished" not in messages:
                 problems.append(f"- {name}: cancelled without a log record")

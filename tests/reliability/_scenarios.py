@@ -7,7 +7,9 @@ anyio backend), then accounts for every task it made the app schedule.
 from __future__ import annotations
 
 import gc
+import inspect
 import logging
+import statistics
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -17,21 +19,36 @@ from dataclasses import dataclass, field
 import anyio
 import anyio.abc
 import httpx
+import sniffio
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from fastapi_tasks import Task, TasksBatch, TasksScheduler, TaskStatus
 
-from ._apps import FAULT_KINDS, Accounting, Ledger, ServerHooks, Tally, account, make_fault_app, make_load_app
+from ._apps import (
+    ASYNCIO_ONLY_KINDS,
+    BASE_FAULTS,
+    FAULT_KINDS,
+    Accounting,
+    Ledger,
+    ServerHooks,
+    Tally,
+    account,
+    make_fault_app,
+    make_load_app,
+    make_starvation_app,
+)
 from ._server import LiveServer
 
 __all__ = [
     "Env",
     "FaultResult",
     "LoadResult",
+    "StarvationResult",
     "asgi_env",
     "live_env",
     "run_load",
+    "run_starvation",
 ]
 
 Records = Callable[[], Sequence[logging.LogRecord]]
@@ -158,6 +175,8 @@ class LoadResult:
     gc_objects_after: int
     seconds: float
     """How long the counted requests and their tasks took (for scale only: nothing asserts it)."""
+    faulty: Counter[str] = field(default_factory=Counter)
+    """How the tasks that ended with a `BaseException` on purpose ended: "failed", or what went wrong."""
     retained: Counter[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -168,27 +187,39 @@ class LoadResult:
         return self.tasks_expected - self.tasks_ran
 
 
-async def _client(port: int, rids: Iterable[int]) -> int:
-    """One keep-alive HTTP/1.1 connection sending one request per id, in turn; returns the failures.
+class _Connection:
+    """One keep-alive HTTP/1.1 connection to 127.0.0.1 over a plain socket.
 
-    A plain socket client rather than httpx: under coverage, httpx's own per-request work tripled
-    the run's CPU time, and what is under load here is the server.
+    Rather than httpx: under coverage, httpx's own per-request work tripled the load run's CPU
+    time, and what is under load here is the server.
     """
+
+    def __init__(self, stream: anyio.abc.SocketStream) -> None:
+        self.stream = stream
+        self._buffer = b""
+
+    async def get(self, path: str) -> tuple[str, bytes]:
+        """GET `path`; return the status line and the body."""
+        await self.stream.send(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        while b"\r\n\r\n" not in self._buffer:
+            self._buffer += await self.stream.receive()
+        head, _, self._buffer = self._buffer.partition(b"\r\n\r\n")
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        headers = dict(line.lower().split(": ", 1) for line in header_lines)
+        length = int(headers["content-length"])
+        while len(self._buffer) < length:
+            self._buffer += await self.stream.receive()
+        body, self._buffer = self._buffer[:length], self._buffer[length:]
+        return status_line, body
+
+
+async def _client(port: int, rids: Iterable[int]) -> int:
+    """One keep-alive connection sending one request per id, in turn; returns the failures."""
     failures = 0
-    buffer = b""
     async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+        connection = _Connection(stream)
         for rid in rids:
-            path = f"/async/{rid}" if rid % 2 else f"/sync/{rid}"
-            await stream.send(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-            while b"\r\n\r\n" not in buffer:
-                buffer += await stream.receive()
-            head, _, buffer = buffer.partition(b"\r\n\r\n")
-            status_line, *header_lines = head.decode("latin-1").split("\r\n")
-            headers = dict(line.lower().split(": ", 1) for line in header_lines)
-            length = int(headers["content-length"])
-            while len(buffer) < length:
-                buffer += await stream.receive()
-            body, buffer = buffer[:length], buffer[length:]
+            status_line, body = await connection.get(f"/async/{rid}" if rid % 2 else f"/sync/{rid}")
             if status_line != "HTTP/1.1 200 OK" or body != f'{{"rid":{rid}}}'.encode():
                 failures += 1
     return failures
@@ -208,14 +239,16 @@ async def _fire(port: int, rids: range, concurrency: int) -> int:
     return failures
 
 
-async def run_load(requests: int, *, concurrency: int = 20, warmup: int = 200) -> LoadResult:
+async def run_load(requests: int, *, concurrency: int = 20, warmup: int = 200, fault_every: int = 0) -> LoadResult:
     """Send `requests` requests to a real server, each scheduling one task per phase; count every run.
 
     A warm-up (not counted) first starts the worker threads and warms the caches, so that the
-    object counts taken before and after compare like with like.
+    object counts taken before and after compare like with like. With `fault_every` (say 100:
+    1% of the tasks), that share of the tasks count their run and then end with a `BaseException`
+    of each of `BASE_FAULTS` in turn; each must end "failed", and nothing else may change.
     """
     tally, hooks = Tally(), ServerHooks()
-    app = make_load_app(tally, hooks)
+    app = make_load_app(tally, hooks, fault_every=fault_every)
     with LiveServer(app, hooks.started) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=_CLIENT_TIMEOUT, limits=_NO_KEEP_ALIVE) as control:
             tally.expect(3 * warmup)
@@ -235,6 +268,8 @@ async def run_load(requests: int, *, concurrency: int = 20, warmup: int = 200) -
             await anyio.to_thread.run_sync(tally.done.wait, 60.0)
             seconds = time.perf_counter() - started
             await control.get("/drain")
+            faulty = tally.faulty_outcomes()
+            tally.forget_faulty()
             objects_after = live_objects()
             gc_after = len(gc.get_objects())
     counts = tally.counts
@@ -249,7 +284,88 @@ async def run_load(requests: int, *, concurrency: int = 20, warmup: int = 200) -
         gc_objects_before=gc_before,
         gc_objects_after=gc_after,
         seconds=seconds,
+        faulty=faulty,
     )
+
+
+# --- starvation ------------------------------------------------------------------------------
+
+_ANYIO_DEFAULT_THREADS = 40
+"""The threads of anyio's default limiter, which FastAPI's sync endpoints use."""
+
+
+def _task_threads() -> int:
+    """How many sync tasks can run at once in an app made with `add_tasks(app)`."""
+    from fastapi_tasks import add_tasks
+
+    parameter = inspect.signature(add_tasks).parameters.get("max_threads")
+    # Without `max_threads`, sync tasks share anyio's default limiter with the sync endpoints.
+    return _ANYIO_DEFAULT_THREADS if parameter is None else int(parameter.default)
+
+
+@dataclass
+class StarvationResult:
+    """Latencies of a trivial sync endpoint, idle and while slow sync tasks run (seconds per request)."""
+
+    tasks: int
+    running: int
+    """How many of the `tasks` ran at once (the others waited for a thread)."""
+    idle: list[float]
+    busy: list[float]
+    starved: int
+    """Requests that got no answer within the timeout while the tasks ran (each ends its round's busy chunk)."""
+
+    @staticmethod
+    def percentile(latencies: Sequence[float], p: int) -> float:
+        return statistics.quantiles(latencies, n=100, method="inclusive")[p - 1] if len(latencies) > 1 else latencies[0]
+
+    @property
+    def p99_ratio(self) -> float:
+        """The busy p99 over the idle p99: 1.0 is no slowdown at all."""
+        return self.percentile(self.busy, 99) / self.percentile(self.idle, 99)
+
+
+async def run_starvation(
+    *, tasks: int = 100, rounds: int = 40, chunk: int = 50, answer_timeout: float = 3.0
+) -> StarvationResult:
+    """Time `/ping` (a `def` endpoint) on a real server, idle and while `tasks` slow sync tasks run.
+
+    The two variants alternate in chunks of `chunk` requests (which goes first alternates too),
+    so that both see the same machine; each round's busy chunk starts once the tasks are running
+    and they are released after it. A request that gets no answer within `answer_timeout` seconds
+    counts as starved and ends its chunk. For a benchmark: timings are measured, never asserted.
+    """
+    hooks = ServerHooks()
+    running = min(tasks, _task_threads())
+    result = StarvationResult(tasks=tasks, running=running, idle=[], busy=[], starved=0)
+    with LiveServer(make_starvation_app(hooks), hooks.started) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=_CLIENT_TIMEOUT, limits=_NO_KEEP_ALIVE) as control:
+
+            async def timed_chunk(latencies: list[float]) -> None:
+                async with await anyio.connect_tcp("127.0.0.1", server.port) as stream:
+                    connection = _Connection(stream)
+                    for _ in range(chunk):
+                        with anyio.move_on_after(answer_timeout):
+                            started = time.perf_counter()
+                            status_line, _ = await connection.get("/ping")
+                            latencies.append(time.perf_counter() - started)
+                            assert status_line == "HTTP/1.1 200 OK", status_line
+                            continue
+                        result.starved += 1
+                        return  # the connection still waits for that answer: this chunk is over
+
+            await timed_chunk([])  # warm-up: the first connection, the endpoint's first thread
+            for round_ in range(rounds):
+                for variant in ("idle", "busy") if round_ % 2 else ("busy", "idle"):
+                    if variant == "idle":
+                        await timed_chunk(result.idle)
+                        continue
+                    await control.post(f"/block/{tasks}", params={"running": running})
+                    try:
+                        await timed_chunk(result.busy)
+                    finally:
+                        await control.get("/release")
+    return result
 
 
 # --- faults ----------------------------------------------------------------------------------
@@ -283,18 +399,28 @@ async def probe(env: Env, ledger: Ledger, records: Records, result: FaultResult)
 
 async def task_faults(env: Env, ledger: Ledger, records: Records) -> FaultResult:
     """Tasks that raise (on the loop and in worker threads), handlers that raise, wrong arguments,
-    endpoints that raise after scheduling: from async and sync endpoints, in every phase."""
+    endpoints that raise after scheduling, tasks and handlers that end with a `BaseException` (and,
+    on asyncio, a foreign cancellation): from async and sync endpoints, in every phase."""
     result = FaultResult("task faults")
+    server_library = "asyncio" if env.live else sniffio.current_async_library()
     for kind in FAULT_KINDS[1:]:
+        if kind in ASYNCIO_ONLY_KINDS and server_library != "asyncio":
+            continue
         for endpoint in ("fault", "sync-fault"):
             key = f"{kind}-{endpoint}"
-            response = await env.client.get(f"/{endpoint}/{kind}/{key}")
-            await env.client.get(f"/settle/{key}")
+            # A hang guard, not a measurement: a task whose handle never ends would block /settle for ever.
+            with anyio.fail_after(_CLIENT_TIMEOUT.read):
+                response = await env.client.get(f"/{endpoint}/{kind}/{key}")
+                await env.client.get(f"/settle/{key}")
             accounting = account(ledger, records(), [key])
             if kind == "endpoint-raises":
                 assert response.status_code == 500
                 assert accounting == {"succeeded": 1, "discarded+logged": 2}, accounting
                 result.faults += 1
+            elif kind in BASE_FAULTS:
+                assert response.status_code == 200, response.text
+                assert accounting == {"failed+logged": 3}, accounting
+                result.faults += 3
             else:
                 assert response.status_code == 200, response.text
                 assert accounting == {"failed+handled": 3}, accounting
