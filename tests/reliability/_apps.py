@@ -9,7 +9,6 @@ import threading
 import weakref
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import anyio
@@ -17,6 +16,7 @@ import anyio.from_thread
 import anyio.lowlevel
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fastapi_tasks import Phase, Task, TaskConfig, Tasks, TasksScheduler, TaskStatus, add_tasks
 from fastapi_tasks.errors import FastAPITasksShutdownError
@@ -92,8 +92,9 @@ def fault_type(kind: str) -> type[BaseException]:
 class ServerHooks:
     """What the app's lifespan tells the test: it is up, and its shutdown has begun.
 
-    `shutting_down` is set as the lifespan's shutdown begins, before `add_tasks`'s grace period
-    and cancellation: tasks that wait on it are in flight when shutdown starts.
+    `shutting_down` is set as soon as the server asks for shutdown, before `add_tasks`'s grace
+    period and cancellation (which end every task before the app's own lifespans tear down):
+    tasks that wait on it are in flight when shutdown starts.
     """
 
     def __init__(self) -> None:
@@ -103,23 +104,43 @@ class ServerHooks:
         self.forever: anyio.Event | None = None  # never set: tasks that wait on it block until cancelled
 
     def install(self, app: FastAPI) -> None:
-        """Wrap `app`'s lifespan (call after `add_tasks(app)`, so that this wrapper is outermost)."""
-        inner: Callable[[Any], AbstractAsyncContextManager[Any]] = app.router.lifespan_context
+        """Watch `app`'s lifespan messages (call after `add_tasks(app)`, so that this middleware is outermost)."""
+        app.add_middleware(_LifespanWatcher, hooks=self)
 
-        @asynccontextmanager
-        async def lifespan(app: Any) -> AsyncIterator[Any]:
-            self.shutting_down = anyio.Event()
-            self.forever = anyio.Event()
-            self.loop_thread = threading.get_ident()
-            async with inner(app) as state:
-                self.started.set()
-                try:
-                    yield state
-                finally:
-                    self.started.clear()
-                    self.shutting_down.set()
 
-        app.router.lifespan_context = lifespan
+class _LifespanWatcher:
+    """A pure ASGI middleware that tells `ServerHooks` when the lifespan started and when shutdown was asked for."""
+
+    def __init__(self, app: ASGIApp, hooks: ServerHooks) -> None:
+        self.app = app
+        self.hooks = hooks
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        hooks = self.hooks
+        hooks.shutting_down = anyio.Event()
+        hooks.forever = anyio.Event()
+        hooks.loop_thread = threading.get_ident()
+
+        async def watch_receive() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.shutdown":
+                hooks.started.clear()
+                assert hooks.shutting_down is not None
+                hooks.shutting_down.set()
+            return message
+
+        async def watch_send(message: Message) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                hooks.started.set()
+            await send(message)
+
+        try:
+            await self.app(scope, watch_receive, watch_send)
+        finally:
+            hooks.started.clear()
 
 
 # --- load ------------------------------------------------------------------------------------
