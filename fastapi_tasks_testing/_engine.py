@@ -148,13 +148,15 @@ class RequestRuntime(_Runtime):
             while self._queue:
                 task = self._queue.popleft()
                 if task._status.ended:
-                    self.live.discard(task)  # cancelled while it waited in the queue
+                    # Cancelled while it waited in the queue (Task.cancel(), or the app's shutdown, which
+                    # waits until its live tasks are gone: task_ended() tells it, a bare discard would not).
+                    self.task_ended(task)
                     continue
                 await _run_in_own_scope(task, self)
         finally:
             self._working = False
             for task in self._queue:  # the app's task group was cancelled under the worker
-                self.live.discard(task)
+                self.task_ended(task)
             if self._idle_event is not None:
                 self._idle_event.set()
                 self._idle_event = None

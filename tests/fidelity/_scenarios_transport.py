@@ -164,13 +164,28 @@ async def _read_fully(client: Client) -> None:
 # --- WebSockets ----------------------------------------------------------------------------------
 
 
-def websocket_app(probe: Probe, *, server_closes: bool) -> FastAPI:
+BUSY_CHECKPOINTS = 2000
+"""Awaits of `_busy_work`: some milliseconds of work, far longer than `TestClient` takes to leave a session."""
+
+
+async def _busy_work(label: str) -> str:
+    for _ in range(BUSY_CHECKPOINTS):
+        await anyio.lowlevel.checkpoint()
+    return label
+
+
+def websocket_app(probe: Probe, *, server_closes: bool, busy: bool = False) -> FastAPI:
     app = new_app(probe)
 
     @app.websocket("/ws")
     async def chat(websocket: WebSocket, tasks: Tasks) -> None:
         await websocket.accept()
-        _schedule_three(probe, tasks)
+        if busy:
+            probe.keep(tasks.task(name="immediate").schedule(_busy_work, "immediate"))
+            probe.keep(tasks.after_route.task(name="after_route").schedule(_busy_work, "after_route"))
+            probe.keep(tasks.after_response.task(name="after_response").schedule(_busy_work, "after_response"))
+        else:
+            _schedule_three(probe, tasks)
         if server_closes:
             text = await websocket.receive_text()
             await websocket.send_text(text.upper())
@@ -213,6 +228,19 @@ def _chat_then_client_leaves(client: SyncClient) -> None:
         client.probe.requests.append(f"WEBSOCKET /ws: {reply!r}, client left, then raised {type(exc).__name__}")
     else:
         client.probe.requests.append(f"WEBSOCKET /ws: {reply!r}, client left")
+
+
+def _chat_then_client_leaves_at_once(client: SyncClient) -> None:
+    # As a test does it: whatever TestClient raises on leaving the block depends on how far the app got
+    # before TestClient cancelled it, so it is noted, not told apart.
+    try:
+        with client.client.websocket_connect("/ws") as websocket:
+            websocket.send_text("hello")
+            reply = websocket.receive_text()
+            websocket.close(code=1001)
+    except WebSocketDisconnect:
+        pass
+    client.probe.requests.append(f"WEBSOCKET /ws: {reply!r}, client left")
 
 
 def _get_with_testclient(client: SyncClient) -> None:
@@ -482,6 +510,13 @@ SCENARIOS = [
         "A WebSocket endpoint schedules in each phase; the client goes away (WebSocketDisconnect: a normal end).",
         lambda probe: websocket_app(probe, server_closes=False),
         sync_script=_chat_then_client_leaves,
+        expect=_all_succeeded,
+    ),
+    Scenario(
+        "websocket-client-leaves-while-tasks-run",
+        "The client leaves a WebSocket session (TestClient's block ends) while the session's tasks still run.",
+        lambda probe: websocket_app(probe, server_closes=False, busy=True),
+        sync_script=_chat_then_client_leaves_at_once,
         expect=_all_succeeded,
     ),
     Scenario(
