@@ -695,8 +695,10 @@ class _Runtime:
             with anyio.move_on_after(self.shutdown_timeout):
                 await self._wait_idle()
         self.closed = True
-        if self.live:
-            unfinished = sorted(self.live, key=lambda task: task.name)
+        # A task cancelled before its coroutine first ran (trio may not have stepped it yet) has ended,
+        # though it stays live until its runner's `finally`: it is not one to name as unfinished.
+        unfinished = sorted((task for task in self.live if not task._status.ended), key=lambda task: task.name)
+        if unfinished:
             logger.warning(
                 "Shutting down with %d background task(s) unfinished: %s. Cancelling the unshielded ones; "
                 "waiting without a time limit for the shielded ones and for sync ones in a thread, which "
