@@ -179,13 +179,19 @@ async def _run_in_own_scope(task: Task[..., Any], runtime: RequestRuntime) -> No
         await run_task(task, runtime)
 
 
-def wait_at_bottom(stack: AsyncExitStack, runtime: RequestRuntime) -> None:
-    """Make `stack`, once unwound, wait for the request's tasks (after the batch bound at its bottom)."""
+def wait_at_bottom(stack: AsyncExitStack, runtime: RequestRuntime, *, shielded: bool = False) -> None:
+    """Make `stack`, once unwound, wait for the request's tasks (after the batch bound at its bottom).
+
+    `shielded`: wait even when the request is cancelled. Starlette's `TestClient` cancels a
+    WebSocket session as its `websocket_connect()` block ends: without the shield, the session's
+    tasks would still be running when the test goes on.
+    """
 
     async def wait_for_tasks(
         exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await runtime.wait_idle()
+        with anyio.CancelScope(shield=shielded):
+            await runtime.wait_idle()
 
     push_at_bottom(stack, wait_for_tasks)
 

@@ -692,7 +692,7 @@ class RecordingScheduler(DispatchRecorder, TasksScheduler, RecordQueries):
             # request ends once every task it started has ended. Nothing waits at the bottom of the
             # function stack: the after_route tasks start there and run while the response is sent,
             # as in production, where their bodies begin at the request's next checkpoint.
-            wait_at_bottom(scope["fastapi_inner_astack"], runtime)
+            wait_at_bottom(scope["fastapi_inner_astack"], runtime, shielded=scope["type"] == "websocket")
         if close is not None:
             push_at_bottom(scope["fastapi_inner_astack"], close)
         return scheduler

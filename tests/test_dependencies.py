@@ -483,8 +483,7 @@ async def test_an_endpoint_that_raises_discards_its_deferred_tasks(
         assert handles["immediate"].result == "went on"
 
     assert [record.getMessage() for record in caplog.records if record.msg.startswith("Discarded")] == [
-        f"Discarded 1 after_route task(s) because the endpoint or one of its dependencies raised {error_name}: "
-        "'audit'",
+        f"Discarded 1 after_route task(s) because the endpoint or one of its dependencies raised {error_name}: 'audit'",
         f"Discarded 2 after_response task(s) because the endpoint or one of its dependencies raised {error_name}: "
         "'notify', 'email'",
     ]

@@ -36,18 +36,6 @@ SCENARIOS: list[Scenario] = [
 BACKENDS: tuple[Backend, ...] = ("asyncio", "trio")
 
 KNOWN_GAPS: dict[str, str] = {
-    # Run mode's promise, that every task of a request has ended when the client is done with it, does
-    # not hold for a WebSocket session that TestClient ends: the app waits for its tasks at the bottom of
-    # its request stack (wait_at_bottom), and TestClient cancels the app when the script leaves the
-    # websocket_connect() block. The tasks go on in the app's task group, as after a cancelled request,
-    # so whether they have ended when the block has is a race between TestClient's thread and the event
-    # loop: with tasks of 10 awaits, a test asserting on them passed 17 times in 30 (asyncio), 8 (trio).
-    "websocket-client-leaves-while-tasks-run": (
-        "production: the app ends with WebSocketDisconnect as soon as the client closes, and its three "
-        "tasks succeed; recorder: the app, waiting for its tasks, is cancelled by TestClient when the block "
-        "ends (CancelledError / trio Cancelled), and when the block has ended the immediate task is still "
-        "running and the after_route and after_response tasks pending (then cancelled at the shutdown)"
-    ),
 }
 """Scenarios where the engines disagree today (`id`, or `id[backend]` for one backend only) -> what differs.
 
