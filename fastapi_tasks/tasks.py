@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
@@ -458,7 +459,7 @@ class TasksBatch(_Schedulable):
     says so.
     """
 
-    __slots__ = ("_config", "_owner", "_state", "phase", "scheduled")
+    __slots__ = ("__weakref__", "_config", "_owner", "_state", "phase", "scheduled")
 
     def __init__(self, scheduled: list[Task[..., Any]] | None = None, *, phase: Phase = Phase.AFTER_RESPONSE) -> None:
         self.scheduled: list[Task[..., Any]] = [] if scheduled is None else scheduled
@@ -583,6 +584,7 @@ class _Runtime:
         "tg",
         "thread",
         "token",
+        "unbound",
     )
 
     def __init__(
@@ -601,6 +603,9 @@ class _Runtime:
         # endpoints and dependencies, which use anyio's default limiter.
         self.limiter = anyio.CapacityLimiter(max_threads)
         self.live: set[Task[..., Any]] = set()
+        # The batches of schedulers built outside a request (in a task, in the lifespan), which their
+        # code starts by hand: those it never started are cancelled and named at shutdown.
+        self.unbound: weakref.WeakSet[TasksBatch] = weakref.WeakSet()
         self.closed = False
         self._idle: anyio.Event | None = None
         # What a task sees as its "current request": none, only the app's runtime. A task copies the
@@ -695,6 +700,7 @@ class _Runtime:
             with anyio.move_on_after(self.shutdown_timeout):
                 await self._wait_idle()
         self.closed = True
+        _cancel_unstarted(self)
         # A task cancelled before its coroutine first ran (trio may not have stepped it yet) has ended,
         # though it stays live until its runner's `finally`: it is not one to name as unfinished.
         unfinished = sorted((task for task in self.live if not task._status.ended), key=lambda task: task.name)
@@ -710,6 +716,24 @@ class _Runtime:
                 if not task.config.shield:
                     task._cancel()
         await self._wait_idle()
+
+
+def _cancel_unstarted(runtime: _Runtime) -> None:
+    for batch in list(runtime.unbound):
+        if batch._state is not _OPEN:
+            continue
+        batch._state = _DISCARDED
+        never = [task for task in batch.scheduled if not task._status.ended]
+        for task in never:
+            task._set_ended(TaskStatus.CANCELLED)
+        if never:
+            logger.warning(
+                "Cancelled %d %s task(s) whose batch was never started: %s. A TasksScheduler built outside "
+                "a request (in a task, or in the lifespan) starts its batches by hand: batch.__start__(scheduler)",
+                len(never),
+                batch.phase.value,
+                ", ".join(repr(task.name) for task in never),
+            )
 
 
 def _shutdown_error(name: str) -> FastAPITasksShutdownError:
@@ -784,7 +808,11 @@ class TasksScheduler(_Schedulable):
         # response is sent; a batch's __exit__ on each starts it, or discards it if the request failed.
         # Exit callbacks cost far less per request than a generator dependency.
         if scope["type"] != "http" and scope["type"] != "websocket":
-            return  # a task's or the lifespan's: batches are started by hand
+            # A task's or the lifespan's: batches are started by hand, and cancelled at shutdown if not.
+            unbound = self._runtime.unbound
+            unbound.add(self.after_route)
+            unbound.add(self.after_response)
+            return
         function_stack = scope.get("fastapi_function_astack")
         request_stack = scope.get("fastapi_inner_astack")
         if function_stack is None or request_stack is None:

@@ -98,6 +98,7 @@ class RequestRuntime(_Runtime):
         self.thread = real.thread
         self.limiter = real.limiter
         self.live = real.live
+        self.unbound = real.unbound
         self._idle = None
         # A task's "current request" is this runtime: a scheduler it builds records its tasks too.
         self.task_scope: Scope = {"type": "fastapi_tasks.task", "state": {RUNTIME_KEY: self, TG_KEY: real.tg}}

@@ -784,3 +784,43 @@ async def test_a_shielded_task_that_schedules_during_shutdown_gets_an_error() ->
     assert shielded.status is TaskStatus.FAILED
     assert isinstance(shielded.exception, FastAPITasksShutdownError)
     assert re.match(SHUT_DOWN, str(shielded.exception))
+
+
+@pytest.mark.anyio
+async def test_a_batch_built_outside_a_request_and_never_started_is_cancelled_and_named_at_shutdown(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A scheduler built inside a task has no request to start its batches: its code starts them by hand.
+    # Tasks on one it never started must not disappear without a trace.
+    app = FastAPI()
+    add_tasks(app)
+    handles: list[Task[..., Any]] = []
+
+    async def forgotten() -> None:
+        pytest.fail("a task of a batch that was never started must not run")  # pragma: no cover
+
+    async def parent() -> None:
+        scheduler = TasksScheduler()
+        handles.append(scheduler.after_response.task(name="forgotten").schedule(forgotten))
+        started = scheduler.after_route.task(name="started by hand").schedule(anyio.lowlevel.checkpoint)
+        handles.append(started)
+        scheduler.after_route.__start__(scheduler)
+
+    @app.get("/")
+    async def endpoint(tasks: Tasks) -> None:
+        handles.append(tasks.schedule(parent))
+
+    with anyio.fail_after(SHUTDOWN_TIMEOUT_GUARD):
+        async with serve(app) as client:
+            await client.get("/")
+            with anyio.fail_after(TIMEOUT):
+                await handles[0].wait()
+                await handles[2].wait()
+            assert handles[1].status is TaskStatus.PENDING
+
+    assert [handle.status for handle in handles] == [TaskStatus.SUCCEEDED, TaskStatus.CANCELLED, TaskStatus.SUCCEEDED]
+    assert not handles[1].started.is_set()
+    assert warnings_in(caplog) == [
+        "Cancelled 1 after_response task(s) whose batch was never started: 'forgotten'. A TasksScheduler built "
+        "outside a request (in a task, or in the lifespan) starts its batches by hand: batch.__start__(scheduler)"
+    ]
