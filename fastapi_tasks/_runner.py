@@ -201,34 +201,25 @@ def _ended_by(task: Task[..., Any], exc: BaseException) -> None:
             task._set_ended(TaskStatus.CANCELLED)
             logger.warning("Background task %r was cancelled before it finished", task.name)
         raise exc
-    task._exception = exc
-    if isinstance(exc, KeyboardInterrupt | SystemExit):
-        logger.error(
-            "Background task %r raised %s; ending it and re-raising",
-            task.name,
-            describe_exception(exc),
-            exc_info=(type(exc), exc, exc.__traceback__),
-        )
-        task._set_ended(TaskStatus.FAILED)
-        raise exc
-    logger.error(
-        "Background task %r failed: %s",
-        task.name,
-        describe_exception(exc),
-        exc_info=(type(exc), exc, exc.__traceback__),
-    )
+    fatal = isinstance(exc, KeyboardInterrupt | SystemExit)
+    _log_failure(task, exc, "Background task %r raised %s; ending it and re-raising" if fatal else _FAILED)
     task._set_ended(TaskStatus.FAILED)
+    if fatal:
+        raise exc
+
+
+_FAILED = "Background task %r failed: %s"
+
+
+def _log_failure(task: Task[..., Any], exc: BaseException, message: str) -> None:
+    # The exception is kept on the handle; the log names the task, never its argument values.
+    task._exception = exc
+    logger.error(message, task.name, describe_exception(exc), exc_info=(type(exc), exc, exc.__traceback__))
 
 
 async def _failed(task: Task[..., Any], exc: Exception, host: TaskHost | None) -> None:
     # The status stays "running" until on_error has returned: `done` / `wait()` mean "after on_error".
-    task._exception = exc
-    logger.error(
-        "Background task %r failed: %s",
-        task.name,
-        describe_exception(exc),
-        exc_info=(type(exc), exc, exc.__traceback__),
-    )
+    _log_failure(task, exc, _FAILED)
     try:
         await handle_error(task, exc, None if host is None else host.limiter)
     finally:
