@@ -35,8 +35,7 @@ SCENARIOS: list[Scenario] = [
 ]
 BACKENDS: tuple[Backend, ...] = ("asyncio", "trio")
 
-KNOWN_GAPS: dict[str, str] = {
-}
+KNOWN_GAPS: dict[str, str] = {}
 """Scenarios where the engines disagree today (`id`, or `id[backend]` for one backend only) -> what differs.
 
 Each is an expected failure, strictly: when the recorder's engine is fixed the test passes, pytest
