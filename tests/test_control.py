@@ -400,6 +400,7 @@ def test_wait_for_sync_and_drain_sync_with_test_client() -> None:
             AssertionError, match=r"^wait_for\(\) timed out after 0\.01 s: no wait_at_gate has succeeded\.\n"
         ):
             recorder.wait_for_sync(wait_at_gate, status="succeeded", timeout=0.01)
+        assert client.portal is not None
         client.portal.call(RELEASE[0].set)
         recorder.drain_sync()
         assert record.status is TaskStatus.SUCCEEDED

@@ -6,7 +6,7 @@ import ast
 import importlib
 import inspect
 import itertools
-from types import FunctionType, ModuleType
+from types import FunctionType, GenericAlias, ModuleType
 
 import pytest
 
@@ -47,7 +47,13 @@ def attribute_docstrings(module: ModuleType) -> dict[str, str]:
 
 def own_docstring(module: ModuleType, name: str) -> str | None:
     value = getattr(module, name)
-    if isinstance(value, ModuleType) or inspect.isclass(value) or inspect.isfunction(value):
+    # `not GenericAlias`: on Python 3.10, `inspect.isclass(Callable[..., Any])` is true (fixed in 3.11),
+    # and the alias's `__doc__` is None; its docstring is the one written under it, found below.
+    if (
+        isinstance(value, ModuleType)
+        or (inspect.isclass(value) and not isinstance(value, GenericAlias))
+        or inspect.isfunction(value)
+    ):
         return value.__doc__
     # A type alias or other value: look for its docstring where it is defined.
     for defining in [module, *(importlib.import_module(submodule) for submodule in SUBMODULES)]:

@@ -261,6 +261,7 @@ def test_an_on_error_handler_that_raises_is_logged_and_contained(
 
     with TestClient(app, backend=anyio_backend) as client:
         assert client.get("/first").json() == "first"
+        assert client.portal is not None
         client.portal.call(wait_for, handles["failing"])
         assert handles["neighbour"].status is TaskStatus.RUNNING
 
