@@ -48,9 +48,10 @@ for version in "${VERSIONS[@]}"; do
     "$MINIMUM") requirement="fastapi==$version" label="the oldest supported" ;;
     *) requirement="fastapi==$version" label="as asked" ;;
     esac
-    # The test tools at the dev extra's minimums or later; nothing else of it (no queues, no Redis).
+    # The test tools at the dev extra's minimums or later (pytest-xdist: a test runs the plugin under it);
+    # nothing else of it (no queues, no Redis).
     "$venv/bin/python" -m pip install -q --upgrade "$ROOT" "$requirement" \
-        "pytest>=8.3" "httpx>=0.27" "trio>=0.27" "asgi-lifespan>=2.1" "typing-extensions>=4.8"
+        "pytest>=8.3" "pytest-xdist>=3.6" "httpx>=0.27" "trio>=0.27" "asgi-lifespan>=2.1" "typing-extensions>=4.8"
     installed=$("$venv/bin/python" -c 'import fastapi, starlette; print(fastapi.__version__, starlette.__version__)')
     read -r fastapi_version starlette_version <<<"$installed"
     if [[ "$version" == "$MINIMUM" && "$fastapi_version" != "$MINIMUM" && "$fastapi_version" != "$MINIMUM.0" ]]; then
