@@ -8,6 +8,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any, Literal, NoReturn, TypeAlias, TypeVar, cast
 
@@ -627,7 +628,8 @@ class RecordingScheduler(DispatchRecorder, TasksScheduler, RecordQueries):
             self._previous_overrides.append(
                 (target, get_tasks_scheduler in overrides, overrides.get(get_tasks_scheduler))
             )
-            overrides[get_tasks_scheduler] = self._dependency
+            overrides[get_tasks_scheduler] = recording_dependency
+            _RECORDERS[target] = self
         resolution_watchers.append(self._watch_resolution)
         self.app = app
         self._installed_by = _install_call_site()
@@ -644,7 +646,7 @@ class RecordingScheduler(DispatchRecorder, TasksScheduler, RecordQueries):
         if self._override_problem is not None:
             return self._override_problem
         for target, _, _ in self._previous_overrides:
-            if target.dependency_overrides.get(get_tasks_scheduler) != self._dependency:
+            if target.dependency_overrides.get(get_tasks_scheduler) is not recording_dependency:
                 return _override_gone(target)
         return None
 
@@ -658,6 +660,8 @@ class RecordingScheduler(DispatchRecorder, TasksScheduler, RecordQueries):
             resolution_watchers.remove(self._watch_resolution)
         while self._previous_overrides:
             target, had_override, previous = self._previous_overrides.pop()
+            if _RECORDERS.get(target) is self:
+                del _RECORDERS[target]
             if had_override:
                 target.dependency_overrides[get_tasks_scheduler] = previous
             else:
@@ -696,6 +700,28 @@ class RecordingScheduler(DispatchRecorder, TasksScheduler, RecordQueries):
         if close is not None:
             push_at_bottom(scope["fastapi_inner_astack"], close)
         return scheduler
+
+
+_RECORDERS: weakref.WeakKeyDictionary[FastAPI, RecordingScheduler] = weakref.WeakKeyDictionary()
+"""The recorder installed on each app (and on each app mounted in it)."""
+
+
+async def recording_dependency(connection: HTTPConnection) -> TasksScheduler:
+    """What `Tasks` resolves to while a recorder is installed: the installed recorder's scheduler.
+
+    One function for every recorder, found through the app serving the request: FastAPI keeps
+    what it learns of a dependency keyed by the callable, for the life of the process, and a
+    recorder's own bound method there would keep the recorder and its records alive after its test.
+    """
+    app = connection.scope.get("app")
+    recorder = _RECORDERS.get(app) if isinstance(app, FastAPI) else None
+    if recorder is None:
+        raise FastAPITasksError(
+            f"The Tasks dependency of {app!r} is still overridden by tasks_recorder, but no recorder is "
+            "installed on it any more: restore app.dependency_overrides with tasks_recorder.uninstall(), "
+            "not by copying the dict back."
+        )
+    return await recorder._dependency(connection)
 
 
 class RequestRecords(DispatchQueries):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
@@ -416,3 +418,47 @@ async def test_run_mode_with_the_lifespan_running_in_an_async_test() -> None:
             await client.get("/")
             assert [record.status for record in recorder.records] == [TaskStatus.SUCCEEDED] * 2
     recorder.uninstall()
+
+
+def test_a_recorder_is_not_kept_alive_after_its_test() -> None:
+    # FastAPI keeps what it learns of a dependency, keyed by the callable, for the life of the process:
+    # the override must not be a recorder's own bound method, or every recorder would stay alive.
+    app = FastAPI()
+    add_tasks(app)
+
+    @app.get("/")
+    async def endpoint(tasks: Tasks) -> None:
+        tasks.schedule(use_session, Session())
+
+    gone = []
+    for _ in range(20):
+        recorder = RecordingScheduler()
+        recorder.install(app)
+        with TestClient(app) as client:
+            client.get("/")
+        assert len(recorder.records) == 1
+        recorder.uninstall()
+        gone.append(weakref.ref(recorder))
+        del recorder
+    gc.collect()
+    assert [ref for ref in gone if ref() is not None] == []
+
+
+def test_an_override_copied_back_after_uninstall_says_what_to_do() -> None:
+    app = FastAPI()
+    add_tasks(app)
+
+    @app.get("/")
+    async def endpoint(tasks: Tasks) -> None:
+        pass  # pragma: no cover - never reached
+
+    recorder = RecordingScheduler()
+    recorder.install(app)
+    saved = dict(app.dependency_overrides)
+    recorder.uninstall()
+    app.dependency_overrides.update(saved)  # a fixture restoring a copy, recorder included
+    with (
+        TestClient(app) as client,
+        pytest.raises(FastAPITasksError, match=r"is still overridden by tasks_recorder, but no recorder is installed"),
+    ):
+        client.get("/")
