@@ -9,7 +9,7 @@ signature cached, and of creating the task's handle (what `schedule()` does befo
     python benchmarks/argument_check.py
 
 Neither engine checks at the call site: the bind alone costs several times the 1 us budget (see
-RESULTS.md), so a task with wrong arguments fails when it runs, in production and under the
+ARGUMENT_CHECK.md), so a task with wrong arguments fails when it runs, in production and under the
 recorder alike.
 """
 
