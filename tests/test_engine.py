@@ -441,7 +441,9 @@ def test_a_recorder_is_not_kept_alive_after_its_test() -> None:
         gone.append(weakref.ref(recorder))
         del recorder
     gc.collect()
-    assert [ref for ref in gone if ref() is not None] == []
+    # All but the last: TestClient's event-loop thread may still be letting go of the last request
+    # (seen on Python 3.10 with Starlette 1.7). A leak keeps every one of them.
+    assert [ref for ref in gone[:-1] if ref() is not None] == []
 
 
 def test_an_override_copied_back_after_uninstall_says_what_to_do() -> None:
