@@ -751,15 +751,20 @@ def _describe_unfinished(task: Task[..., Any]) -> str:
     return f"{task.name!r} ({', '.join(notes)})" if notes else repr(task.name)
 
 
-def _push_last(stack: AsyncExitStack, batch: TasksBatch) -> None:
-    # At the bottom of the stack, the batch's exit runs after every teardown of the dependencies on the
-    # stack, whatever the order in which the endpoint declared them: a teardown that raises discards the
-    # batch, whether its dependency was declared before or after `Tasks`.
+def push_at_bottom(stack: AsyncExitStack, callback: Callable[..., Any], *, is_async: bool = False) -> None:
+    """Push an exit callback at the bottom of `stack`: it runs after everything already on it.
+
+    A batch's exit there runs after every teardown of the dependencies on the stack, whatever the
+    order in which the endpoint declared them: a teardown that raises discards the batch, whether its
+    dependency was declared before or after `Tasks`. The testing toolkit waits for tasks there too.
+    """
     callbacks = getattr(stack, "_exit_callbacks", None)
     if isinstance(callbacks, deque):
-        callbacks.appendleft((True, batch.__exit__))
-    else:  # pragma: no cover - contextlib has kept its callbacks in this deque since Python 3.7
-        stack.push(batch.__exit__)
+        callbacks.appendleft((not is_async, callback))
+    elif is_async:  # pragma: no cover - contextlib has kept its callbacks in this deque since Python 3.7
+        stack.push_async_exit(callback)
+    else:  # pragma: no cover - likewise
+        stack.push(callback)
 
 
 class TasksScheduler(_Schedulable):
@@ -822,8 +827,8 @@ class TasksScheduler(_Schedulable):
                 "A middleware between add_tasks() and the endpoint passed a copy of the scope on: take the "
                 "scheduler from the Tasks dependency, which sees the endpoint's own scope."
             )
-        _push_last(function_stack, self.after_route)
-        _push_last(request_stack, self.after_response)
+        push_at_bottom(function_stack, self.after_route.__exit__)
+        push_at_bottom(request_stack, self.after_response.__exit__)
 
     def __repr__(self) -> str:
         return (

@@ -25,7 +25,7 @@ from starlette.types import Scope
 from fastapi_tasks import Phase, Task, TaskConfig
 from fastapi_tasks._context import RUNTIME_KEY, TG_KEY, current_scope
 from fastapi_tasks._runner import run_task
-from fastapi_tasks.tasks import _Runtime
+from fastapi_tasks.tasks import _Runtime, push_at_bottom
 
 from ._records import RequestInfo, TaskRecord
 
@@ -70,7 +70,7 @@ class Recorder(Protocol):
         ...
 
 
-__all__ = ["RequestRuntime", "push_at_bottom", "run_recorded", "runtime_of_the_request", "wait_at_bottom"]
+__all__ = ["RequestRuntime", "run_recorded", "runtime_of_the_request", "wait_at_bottom"]
 
 ExitCallback = Callable[[type[BaseException] | None, BaseException | None, TracebackType | None], Any]
 
@@ -194,16 +194,7 @@ def wait_at_bottom(stack: AsyncExitStack, runtime: RequestRuntime, *, shielded: 
         with anyio.CancelScope(shield=shielded):
             await runtime.wait_idle()
 
-    push_at_bottom(stack, wait_for_tasks)
-
-
-def push_at_bottom(stack: AsyncExitStack, callback: ExitCallback) -> None:
-    """Push `callback` at the bottom of `stack`: it runs after everything already on it."""
-    callbacks = getattr(stack, "_exit_callbacks", None)
-    if isinstance(callbacks, deque):
-        callbacks.appendleft((False, callback))
-    else:  # pragma: no cover - contextlib has kept its callbacks in this deque since Python 3.7
-        stack.push_async_exit(callback)
+    push_at_bottom(stack, wait_for_tasks, is_async=True)
 
 
 async def runtime_of_the_request(scope: Scope, config: TaskConfig) -> tuple[_Runtime, ExitCallback]:

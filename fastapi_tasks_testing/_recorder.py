@@ -26,13 +26,13 @@ from fastapi_tasks._context import CONFIG_KEY
 from fastapi_tasks._runner import logger
 from fastapi_tasks.dependencies import resolution_watchers, resolve_runtime, tasks_added
 from fastapi_tasks.errors import FastAPITasksError, FastAPITasksUninitializedAppError
-from fastapi_tasks.tasks import _Runtime
+from fastapi_tasks.tasks import _Runtime, push_at_bottom
 
 from ._assertions import RecordQueries
 from ._background import BackgroundTaskRecord, hook_background_tasks, unhook_background_tasks
 from ._capture import CapturedRecords
 from ._dispatch import DispatchQueries, DispatchRecorder
-from ._engine import RequestRuntime, push_at_bottom, run_recorded, runtime_of_the_request, wait_at_bottom
+from ._engine import RequestRuntime, run_recorded, runtime_of_the_request, wait_at_bottom
 from ._faults import Fault, check_exception, check_spec
 from ._matching import Expected, Predicate, TaskSpec, matches_task, parse_status
 from ._records import RequestInfo, TaskRecord
@@ -698,7 +698,7 @@ class RecordingScheduler(DispatchRecorder, TasksScheduler, RecordQueries):
             # as in production, where their bodies begin at the request's next checkpoint.
             wait_at_bottom(scope["fastapi_inner_astack"], runtime, shielded=scope["type"] == "websocket")
         if close is not None:
-            push_at_bottom(scope["fastapi_inner_astack"], close)
+            push_at_bottom(scope["fastapi_inner_astack"], close, is_async=True)
         return scheduler
 
 
