@@ -415,6 +415,42 @@ async def _shut_down_mid_request(client: Client) -> None:
         client.probe.signal("shut down").set()
 
 
+def batch_never_started(probe: Probe) -> FastAPI:
+    app = new_app(probe)
+
+    async def forgotten() -> str:
+        return "ran"  # pragma: no cover - its batch is never started
+
+    async def parent() -> None:
+        # A scheduler built in a task is bound to no request: its batches start when its code says so.
+        scheduler = TasksScheduler()
+        probe.keep(scheduler.after_response.task(name="forgotten").schedule(forgotten))
+        probe.signal("scheduled").set()
+
+    @app.get("/")
+    async def endpoint(tasks: Tasks) -> None:
+        probe.keep(tasks.task(name="parent").schedule(parent))
+
+    return app
+
+
+async def _request_then_shut_down(client: Client) -> None:
+    await client.get("/")
+    await client.probe.signal("scheduled").wait()
+    await client.shutdown()
+
+
+def _never_started_cancelled_with_a_warning(outcome: Outcome) -> None:
+    assert outcome["requests"] == ["GET /: 200"]
+    assert statuses(outcome) == {"parent": "succeeded", "forgotten": "cancelled"}
+    warning = (
+        "WARNING Cancelled 1 after_response task(s) whose batch was never started: 'forgotten'. A TasksScheduler "
+        "built outside a request (in a task, or in the lifespan) starts its batches by hand: "
+        "batch.__start__(scheduler)"
+    )
+    assert outcome["logs"] == {warning: 1}
+
+
 def _deferred_cancelled_with_a_warning(outcome: Outcome) -> None:
     assert outcome["requests"] == ["GET /: 200"]
     assert statuses(outcome) == {"after_route": "cancelled", "after_response": "cancelled"}
@@ -558,6 +594,13 @@ SCENARIOS = [
         router_pool_at_shutdown,
         script=_shut_down_while_a_task_runs,
         expect=_pool_open_during_shutdown,
+    ),
+    Scenario(
+        "batch-never-started",
+        "A task builds TasksScheduler() and adds to its after_response batch, which nobody starts; then shutdown.",
+        batch_never_started,
+        script=_request_then_shut_down,
+        expect=_never_started_cancelled_with_a_warning,
     ),
     Scenario(
         "endpoint-returns-after-shutdown",
