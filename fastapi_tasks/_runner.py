@@ -133,7 +133,8 @@ async def run_unshielded(task: Task[..., Any], host: TaskHost | None = None) -> 
                 task._result = await func(*task.args, **task.kwargs)
             else:
                 task._result = await _call_in_thread(task, func, None if host is None else host.limiter)
-            task._set_ended(_SUCCEEDED)
+            if task._status is _RUNNING:  # else Task.cancel() ended it while it waited for a thread
+                task._set_ended(_SUCCEEDED)
     except Exception as exc:
         await _failed(task, exc, host)
     except BaseException as exc:
@@ -149,6 +150,8 @@ async def _call_in_thread(task: Task[..., Any], func: Callable[..., Any], limite
         task._set_running()
         return await call(func, task.args, task.kwargs)
     async with limiter:
+        if task._status is not _PENDING:
+            return None  # Task.cancel() ended it while it waited (a shielded wait is not interrupted)
         task._set_running()
         return await call(func, task.args, task.kwargs, _unlimited_threads())
 
@@ -167,16 +170,20 @@ def _unlimited_threads() -> anyio.CapacityLimiter:
 _UNLIMITED_THREADS: RunVar[anyio.CapacityLimiter] = RunVar("fastapi_tasks_unlimited_threads")
 
 # Enum members looked up once: a class attribute lookup on an Enum costs several times a global's.
-_PENDING, _SUCCEEDED = TaskStatus.PENDING, TaskStatus.SUCCEEDED
+_PENDING, _RUNNING, _SUCCEEDED = TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.SUCCEEDED
 
 
-def cancelled_by_us(exc: BaseException) -> bool:
-    """Whether `exc` is a cancellation that a cancel scope around the current code asked for.
+def cancelled_by_us(exc: BaseException, task: Task[..., Any] | None = None) -> bool:
+    """Whether `exc` is a cancellation we asked for: of `task` itself, or by a cancel scope around the current code.
 
-    On asyncio a `CancelledError` can also come from a future that something else cancelled: that
-    one is a failure of the task, not a cancellation of it.
+    A task of the app's runtime on asyncio is an asyncio task of its own, which the runtime cancels
+    directly (and says so on the handle); elsewhere tasks run in anyio cancel scopes. On asyncio a
+    `CancelledError` can also come from a future that something else cancelled: that one is a
+    failure of the task, not a cancellation of it.
     """
-    return _is_cancellation(exc) and anyio.current_effective_deadline() == -math.inf
+    return _is_cancellation(exc) and (
+        (task is not None and task._cancel_requested) or anyio.current_effective_deadline() == -math.inf
+    )
 
 
 # BaseExceptionGroup is a builtin from Python 3.11 on; on 3.10 anyio raises exceptiongroup's backport,
@@ -196,7 +203,7 @@ def _is_cancellation(exc: BaseException) -> bool:
 
 
 def _ended_by(task: Task[..., Any], exc: BaseException) -> None:
-    if cancelled_by_us(exc):
+    if cancelled_by_us(exc, task):
         if not task._status.ended:  # else Task.cancel() ended it while it waited for a thread
             task._set_ended(TaskStatus.CANCELLED)
             logger.warning("Background task %r was cancelled before it finished", task.name)
@@ -241,7 +248,7 @@ async def handle_error(task: Task[..., Any], exc: Exception, limiter: anyio.Capa
             async with limiter:
                 await call(handler, (task, exc), {}, _unlimited_threads())
     except BaseException as handler_exc:
-        if cancelled_by_us(handler_exc):
+        if cancelled_by_us(handler_exc, task):
             raise
         logger.error(
             "The on_error handler %s of background task %r raised: %s",

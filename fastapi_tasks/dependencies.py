@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Annotated
 
@@ -11,7 +12,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._context import CONFIG_KEY, RUNTIME_KEY, TG_KEY, current_scope
-from .errors import FastAPITasksAlreadyInstalledError, FastAPITasksUninitializedAppError
+from .errors import FastAPITasksAlreadyInstalledError, FastAPITasksError, FastAPITasksUninitializedAppError
 from .tasks import DEFAULT_MAX_THREADS, TaskConfig, TasksScheduler, _Runtime
 
 __all__ = ["Tasks", "add_tasks", "get_tasks_scheduler"]
@@ -24,13 +25,16 @@ class _TasksMiddleware:
     (`TasksScheduler(request.state.fastapi_tasks_tg)`).
     """
 
-    __slots__ = ("app", "config", "max_threads", "shutdown_timeout")
+    __slots__ = ("app", "config", "eager_start", "max_threads", "shutdown_timeout")
 
-    def __init__(self, app: ASGIApp, *, config: TaskConfig, shutdown_timeout: float | None, max_threads: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, config: TaskConfig, shutdown_timeout: float | None, max_threads: int, eager_start: bool
+    ) -> None:
         self.app = app
         self.config = config
         self.shutdown_timeout = shutdown_timeout
         self.max_threads = max_threads
+        self.eager_start = eager_start
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -53,7 +57,9 @@ class _TasksMiddleware:
                 "upgrade the server (uvicorn, hypercorn and Starlette's TestClient support it)."
             )
         async with anyio.create_task_group() as tg:
-            runtime = _Runtime(tg, self.config, self.shutdown_timeout, self.max_threads)
+            runtime = _Runtime(
+                tg, self.config, self.shutdown_timeout, self.max_threads, native=True, eager_start=self.eager_start
+            )
             state[TG_KEY] = tg
             state[RUNTIME_KEY] = runtime
 
@@ -77,6 +83,7 @@ def add_tasks(
     config: TaskConfig | None = None,
     shutdown_timeout: float | None = None,
     max_threads: int = DEFAULT_MAX_THREADS,
+    eager_start: bool = False,
 ) -> None:
     """Give `app` background tasks: a task group for its lifespan and the wiring behind `Tasks`.
 
@@ -90,10 +97,15 @@ def add_tasks(
         max_threads: how many worker threads sync tasks and sync `on_error` handlers may use at once
             (40 by default). They are the tasks' own: FastAPI's sync endpoints and dependencies keep
             anyio's default threads. A sync task waiting for a thread is still `pending`.
+        eager_start: Python 3.12+ on asyncio only. When true, an async task starts inside the call
+            that starts it (`schedule()`, or the end of its phase) and runs there up to its first
+            `await` that suspends, instead of at the event loop's next turn. That saves a trip
+            through the loop per task, but the caller waits for that first stretch of every task.
 
     Raises:
         TypeError: `app` is not a FastAPI app, or an option has the wrong type.
         ValueError: `shutdown_timeout` is negative, or `max_threads` below 1.
+        FastAPITasksError: `eager_start` on a Python older than 3.12 (and, once the app starts, on trio).
         FastAPITasksAlreadyInstalledError: `add_tasks` was already called on `app`.
     """
     if not isinstance(app, FastAPI):
@@ -109,6 +121,13 @@ def add_tasks(
         raise TypeError(f"max_threads must be a whole number of threads, not {max_threads!r}")
     if max_threads < 1:
         raise ValueError(f"max_threads must be at least 1, not {max_threads!r}")
+    if not isinstance(eager_start, bool):
+        raise TypeError(f"eager_start must be True or False, not {eager_start!r}")
+    if eager_start and sys.version_info < (3, 12):
+        raise FastAPITasksError(
+            "add_tasks(app, eager_start=True) needs Python 3.12 or later, where asyncio can start a task eagerly; "
+            f"this is Python {sys.version_info.major}.{sys.version_info.minor}. Leave eager_start off."
+        )
     if hasattr(app.state, CONFIG_KEY):
         raise FastAPITasksAlreadyInstalledError(
             f"add_tasks() was already called on {app!r}; call it once per app "
@@ -117,7 +136,13 @@ def add_tasks(
     config = config or TaskConfig()
     # Kept on the app so that the testing toolkit can apply the app-wide config without a lifespan.
     setattr(app.state, CONFIG_KEY, config)
-    app.add_middleware(_TasksMiddleware, config=config, shutdown_timeout=shutdown_timeout, max_threads=max_threads)
+    app.add_middleware(
+        _TasksMiddleware,
+        config=config,
+        shutdown_timeout=shutdown_timeout,
+        max_threads=max_threads,
+        eager_start=eager_start,
+    )
 
 
 def resolve_runtime(scope: Scope) -> _Runtime:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import weakref
@@ -142,6 +143,7 @@ class Task(Generic[P, T]):
 
     __slots__ = (
         "__weakref__",
+        "_cancel_requested",
         "_exception",
         "_finished",
         "_handle",
@@ -181,6 +183,8 @@ class Task(Generic[P, T]):
         self._started: anyio.Event | None = None
         self._finished: anyio.Event | None = None
         self._handle: Any = None
+        # Set when the runtime cancels the task's own asyncio task: that CancelledError is ours.
+        self._cancel_requested = False
         # The app's runtime once the task was handed to a scheduler: cancel() from a thread goes through it.
         self._runtime: _Runtime | None = None
 
@@ -266,10 +270,25 @@ class Task(Generic[P, T]):
         if self._status.ended:
             return
         handle = self._handle
-        if self._status is _PENDING:
+        pending = self._status is _PENDING
+        if pending:
             self._set_ended(TaskStatus.CANCELLED)
             logger.info("Background task %r was cancelled before it started", self.name)
-        if handle is not None:
+        if handle is None:
+            return
+        if not isinstance(handle, asyncio.Task):
+            handle.cancel()  # anyio's: the task's cancel scope, inside which a shielded task runs on
+        elif pending:
+            # A task whose coroutine has not begun needs no cancelling: its runner sees that it ended
+            # and returns at once. (Cancelled before its first step, the coroutine would never enter
+            # the runner's `finally`, and the runtime would wait for it forever.)
+            if inspect.getcoroutinestate(cast("Coroutine[Any, Any, Any]", handle.get_coro())) != inspect.CORO_CREATED:
+                self._cancel_requested = True
+                handle.cancel()  # it waits for a thread
+        elif not self.config.shield and is_async_callable(self._target()):
+            # Running: cancelled at its next checkpoint. A sync body in a worker thread runs to its end, as
+            # under anyio, where the wait for a thread is shielded: cancelling its wait would only let go of it.
+            self._cancel_requested = True
             handle.cancel()
 
     # Hooks for the testing toolkit's recorder, which runs tasks through the same runner.
@@ -574,6 +593,7 @@ class _Runtime:
     """The app-wide state behind every request's scheduler: task group, config, threads, live tasks, shutdown."""
 
     __slots__ = (
+        "_create_task",
         "_idle",
         "closed",
         "config",
@@ -593,6 +613,9 @@ class _Runtime:
         config: TaskConfig,
         shutdown_timeout: float | None,
         max_threads: int = DEFAULT_MAX_THREADS,
+        *,
+        native: bool = False,
+        eager_start: bool = False,
     ) -> None:
         self.tg = tg
         self.config = config
@@ -612,6 +635,10 @@ class _Runtime:
         # context it was started from, and a scheduler built inside it must not bind to the exit
         # stacks of that request, which close while the task runs (its batches would never start).
         self.task_scope: Scope = {"type": "fastapi_tasks.task", "state": {RUNTIME_KEY: self}}
+        # On asyncio, the app's own runtime (`native`) starts each task as an asyncio task of its own
+        # and supervises it itself: anyio's task group costs several times as much per task, in time
+        # and memory. On trio, and for a task group the app passed in, tasks go through anyio.
+        self._create_task = _native_task_factory(eager_start) if native else None
 
     def new_task(
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], config: TaskConfig, phase: Phase
@@ -671,11 +698,18 @@ class _Runtime:
         # task is created in a context whose "current request" is this runtime's task scope: neither the
         # task nor anyio's done callback (which keeps the context it was added in) holds on to the request.
         token = current_scope.set(self.task_scope)
+        handle: Any
         try:
-            runner = run_task if task.config.shield else run_unshielded
-            task._handle = self.tg.create_task(runner(task, self), name=task.name)
+            if self._create_task is not None:
+                # Nothing but the runtime cancels this task, and never a running shielded one.
+                handle = self._create_task(run_unshielded(task, self), name=task.name)
+            else:
+                runner = run_task if task.config.shield else run_unshielded
+                handle = self.tg.create_task(runner(task, self), name=task.name)
         finally:
             current_scope.reset(token)
+        if not task._status.ended:  # an eagerly started task may have run to its end already
+            task._handle = handle
 
     def task_ended(self, task: Task[..., Any], /) -> None:
         self.live.discard(task)
@@ -716,6 +750,26 @@ class _Runtime:
                 if not task.config.shield:
                     task._cancel()
         await self._wait_idle()
+
+
+def _native_task_factory(eager_start: bool) -> Callable[..., asyncio.Task[Any]] | None:
+    """How the app's runtime starts a task on the running event loop: `None` when it is not asyncio's.
+
+    Raises:
+        FastAPITasksError: `eager_start` was asked for, but the event loop is not asyncio's.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # trio
+        loop = None
+    if eager_start:
+        if loop is None:
+            raise FastAPITasksError(
+                "add_tasks(app, eager_start=True) needs the asyncio event loop, and the app runs on another one "
+                "(trio). Leave eager_start off there."
+            )
+        return functools.partial(asyncio.Task, loop=loop, eager_start=True)  # type: ignore[call-arg]  # 3.12+
+    return None if loop is None else loop.create_task
 
 
 def _cancel_unstarted(runtime: _Runtime) -> None:

@@ -97,6 +97,7 @@ class RequestRuntime(_Runtime):
         self.token = real.token
         self.thread = real.thread
         self.limiter = real.limiter
+        self._create_task = real._create_task  # spy mode starts tasks as production does
         self.live = real.live
         self.unbound = real.unbound
         self._idle = None
