@@ -3,17 +3,22 @@
 Every app is served through `httpx.AsyncClient` + `ASGITransport` with its lifespan running
 (asgi_lifespan.LifespanManager). Tasks tick a countdown that the client awaits, so a request's
 clock stops only when all of its tasks have run.
+
+The references are what a task costs without fastapi-tasks: anyio's `start_soon` on the app's task
+group, and the event loop's own `loop.create_task`, which fastapi-tasks uses itself on asyncio.
 """
 
 from __future__ import annotations
 
+import asyncio
 import cProfile
 import gc
 import io
 import pstats
+import sys
 import time
 import tracemalloc
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from types import ModuleType
@@ -28,7 +33,10 @@ from fastapi import BackgroundTasks, Depends, FastAPI, Request
 from fastapi_tasks import Tasks, add_tasks
 from fastapi_tasks_testing import RecordingScheduler
 
-__all__ = ["Bench", "Variant"]
+__all__ = ["EAGER", "Bench", "Variant"]
+
+EAGER = sys.version_info >= (3, 12)
+"""Whether this Python can start tasks eagerly: `add_tasks(app, eager_start=True)` raises before 3.12."""
 
 COUNTDOWN = Countdown()
 """Ticked once by every task that finishes."""
@@ -44,6 +52,17 @@ GATE = _Gate()
 
 LegacyTasks: Any = None
 """fastapi-tasks 0.1.0's `Tasks`, once loaded."""
+
+LIVE: set[asyncio.Task[None]] = set()
+"""The `loop.create_task` references' tasks until they end: the loop keeps only weak references to
+its tasks, so asyncio's docs require a strong one (fastapi-tasks keeps its own live set too)."""
+
+
+def create_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> None:
+    """`loop.create_task(coro)`, kept alive until it ends, as asyncio's docs require."""
+    task = loop.create_task(coro)
+    LIVE.add(task)
+    task.add_done_callback(LIVE.discard)
 
 
 async def work() -> None:
@@ -101,6 +120,14 @@ async def ss3(request: Request) -> None:
     start_soon(work)
 
 
+async def ct3(request: Request) -> None:
+    # Takes the request like `ss3`, so that FastAPI solves the same parameters for both references.
+    loop = asyncio.get_running_loop()
+    create_task(loop, work())
+    create_task(loop, work())
+    create_task(loop, work())
+
+
 async def t0(tasks: Tasks) -> None:
     return None
 
@@ -121,7 +148,8 @@ async def old3(tasks: LegacyTasks) -> None:
     tasks.after_response.schedule(work)
 
 
-# key: (label, which library the app has, endpoint, tasks each request runs)
+# key: (label, which library the app has, endpoint, tasks each request runs). "eager" is an app with
+# `add_tasks(app, eager_start=True)`, measured on Python 3.12+ only (EAGER).
 REQUEST_VARIANTS: dict[str, tuple[str, str, Callable[..., Any], int]] = {
     "bare": ("bare endpoint (plain app)", "plain", bare, 0),
     "bare_mw": ("bare endpoint, app with add_tasks", "ours", bare, 0),
@@ -129,8 +157,10 @@ REQUEST_VARIANTS: dict[str, tuple[str, str, Callable[..., Any], int]] = {
     "dep_mw": ("reference: plain async def dependency, app with add_tasks", "ours", dep, 0),
     "gendep": ("reference: async generator dependency", "plain", gendep, 0),
     "ss3": ("reference: 3 x task_group.start_soon", "ours", ss3, 3),
+    "ct3": ("reference: 3 x loop.create_task", "ours", ct3, 3),
     "t0": ("Tasks parameter, no task", "ours", t0, 0),
     "t3": ("Tasks, 3 tasks (one per phase)", "ours", t3, 3),
+    "t3e": ("Tasks, 3 tasks (one per phase), eager_start", "eager", t3, 3),
     "bg3": ("BackgroundTasks, 3 tasks", "plain", bg3, 3),
     "old0": ("fastapi-tasks 0.1.0, no task", "legacy", old0, 0),
     "old3": ("fastapi-tasks 0.1.0, 3 tasks", "legacy", old3, 3),
@@ -141,6 +171,8 @@ def _single_route_app(library: str, legacy: ModuleType | None, endpoint: Callabl
     app = FastAPI()
     if library == "ours":
         add_tasks(app)
+    elif library == "eager":
+        add_tasks(app, eager_start=True)
     elif library == "legacy":
         assert legacy is not None
         legacy.add_tasks(app)
@@ -191,6 +223,17 @@ def _our_app() -> FastAPI:
             start_soon(work)
         return time.perf_counter() - start
 
+    @app.get("/many/create_task")
+    async def many_create_task(n: int, request: Request) -> float:
+        # The helper inlined, like `start_soon` bound above: the floor pays for no extra call.
+        create, keep, discard = asyncio.get_running_loop().create_task, LIVE.add, LIVE.discard
+        start = time.perf_counter()
+        for _ in range(n):
+            task = create(work())
+            keep(task)
+            task.add_done_callback(discard)
+        return time.perf_counter() - start
+
     @app.get("/pending/ours")
     async def pending_ours(n: int, tasks: Tasks) -> float:
         before = tracemalloc.get_traced_memory()[0]
@@ -205,6 +248,39 @@ def _our_app() -> FastAPI:
         before = tracemalloc.get_traced_memory()[0]
         for _ in range(n):
             start_soon(hold)
+        await STARTED.wait()
+        return (tracemalloc.get_traced_memory()[0] - before) / n
+
+    @app.get("/pending/create_task")
+    async def pending_create_task(n: int, request: Request) -> float:
+        loop = asyncio.get_running_loop()
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(n):
+            create_task(loop, hold())
+        await STARTED.wait()
+        return (tracemalloc.get_traced_memory()[0] - before) / n
+
+    return app
+
+
+def _eager_app() -> FastAPI:
+    """The per-task and memory endpoints of fastapi-tasks, on an app with `eager_start=True` (3.12+)."""
+    app = FastAPI()
+    add_tasks(app, eager_start=True)
+
+    @app.get("/many/eager")
+    async def many_eager(n: int, tasks: Tasks) -> float:
+        schedule = tasks.schedule
+        start = time.perf_counter()
+        for _ in range(n):
+            schedule(work)
+        return time.perf_counter() - start
+
+    @app.get("/pending/eager")
+    async def pending_eager(n: int, tasks: Tasks) -> float:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(n):
+            tasks.schedule(hold)
         await STARTED.wait()
         return (tracemalloc.get_traced_memory()[0] - before) / n
 
@@ -260,9 +336,11 @@ class Bench:
         if self.legacy is not None:
             LegacyTasks = self.legacy.Tasks
             apps["legacy"] = _legacy_app(self.legacy)
+        if EAGER:
+            apps["eager"] = _eager_app()
         self._variants = []
         for key, (label, library, endpoint, tasks) in REQUEST_VARIANTS.items():
-            if library == "legacy" and self.legacy is None:
+            if (library == "legacy" and self.legacy is None) or (library == "eager" and not EAGER):
                 continue
             apps[key] = _single_route_app(library, self.legacy, endpoint)
             self._variants.append((key, label, tasks))
@@ -305,7 +383,11 @@ class Bench:
             assert COUNTDOWN.left == 0, variant
 
     async def per_request(self, rounds: int, chunk: int) -> dict[str, dict[str, float]]:
-        """Median seconds per request and median per-round ratio to the bare endpoint, for each variant."""
+        """Median seconds per request and median per-round ratio to the bare endpoint, for each variant.
+
+        A full collection runs before every chunk, outside its clock: otherwise the garbage one variant
+        leaves (a generation-2 collection it brought close) may be collected during the next one's chunk.
+        """
         variants = self.request_variants()
         for variant in variants:  # warm-up: caches, code paths, allocator
             await self._chunk(variant, chunk)
@@ -315,13 +397,14 @@ class Bench:
         for round_no in range(rounds):
             this_round = {}
             for key in rotated(list(by_key), round_no):
+                gc.collect()
                 this_round[key] = await self._chunk(by_key[key], chunk)
             for key, seconds in this_round.items():
                 times[key].append(seconds)
                 ratios[key].append(seconds / this_round["bare"])
         out = {key: {"seconds": median(times[key]), "ratio": median(ratios[key])} for key in by_key}
         # Ratios between two non-bare variants, per round too (the BackgroundTasks target).
-        for key in ("t3", "ss3", "old3"):
+        for key in ("t3", "t3e", "ss3", "ct3", "old3"):
             if key in out:
                 out[key]["vs_bg3"] = median([a / b for a, b in zip(times[key], times["bg3"], strict=True)])
         return out
@@ -331,9 +414,12 @@ class Bench:
     def many_variants(self) -> dict[str, tuple[httpx.AsyncClient, str]]:
         variants = {
             "floor": (self.clients["ours"], "/many/floor"),
+            "create_task": (self.clients["ours"], "/many/create_task"),
             "ours": (self.clients["ours"], "/many/ours"),
             "bg": (self.clients["plain"], "/many/bg"),
         }
+        if "eager" in self.clients:
+            variants["eager"] = (self.clients["eager"], "/many/eager")
         if "legacy" in self.clients:
             variants["old"] = (self.clients["legacy"], "/many/old")
         return variants
@@ -395,12 +481,20 @@ class Bench:
         return float(response.json())
 
     async def pending_memory(self, rounds: int, n: int) -> dict[str, dict[str, float]]:
-        """Bytes per pending task (tracemalloc), and bytes above the start_soon floor, median of rounds."""
-        variants = {"floor": (self.clients["ours"], "/pending/floor"), "ours": (self.clients["ours"], "/pending/ours")}
+        """Bytes per pending task (tracemalloc), and bytes above the start_soon floor and above
+        `loop.create_task`, each the median of the per-round figures."""
+        variants = {
+            "floor": (self.clients["ours"], "/pending/floor"),
+            "create_task": (self.clients["ours"], "/pending/create_task"),
+            "ours": (self.clients["ours"], "/pending/ours"),
+        }
+        if "eager" in self.clients:
+            variants["eager"] = (self.clients["eager"], "/pending/eager")
         if "legacy" in self.clients:
             variants["old"] = (self.clients["legacy"], "/pending/old")
         per_task: dict[str, list[float]] = {k: [] for k in variants}
         above: dict[str, list[float]] = {k: [] for k in variants}
+        above_ct: dict[str, list[float]] = {k: [] for k in variants}
         tracemalloc.start()
         try:
             # Warm up with as many tasks as measured: the event loop's and anyio's sets and dicts never
@@ -414,27 +508,40 @@ class Bench:
                 for key, value in this_round.items():
                     per_task[key].append(value)
                     above[key].append(value - this_round["floor"])
+                    above_ct[key].append(value - this_round["create_task"])
         finally:
             tracemalloc.stop()
-        return {key: {"bytes": median(per_task[key]), "above": median(above[key])} for key in variants}
+        return {
+            key: {"bytes": median(per_task[key]), "above": median(above[key]), "above_ct": median(above_ct[key])}
+            for key in variants
+        }
 
     async def growth(self, key: str, requests: int, warmup: int) -> dict[str, Any]:
         """Traced memory after `requests` requests of a variant, against the baseline taken after warm-up."""
         variant = {v.key: v for v in self.request_variants()}[key]
+        return await self._traced_growth(lambda n: self._chunk(variant, n), requests, warmup)
+
+    @staticmethod
+    async def _traced_growth(run: Callable[[int], Awaitable[object]], requests: int, warmup: int) -> dict[str, Any]:
+        """Traced memory after `run(requests)`, against the baseline taken after `run(warmup)`.
+
+        `gc.collect()` before every reading: only what is still referenced counts, not garbage that
+        a collection would free.
+        """
         tracemalloc.start(1)
         try:
             # Warm up while tracing: objects made before tracing started and replaced since (cache
             # entries, containers that grew) would otherwise count as growth.
-            await self._chunk(variant, warmup)
+            await run(warmup)
             gc.collect()
             base_snapshot = tracemalloc.take_snapshot()
             gc.collect()
             base = tracemalloc.get_traced_memory()[0]
             half = requests // 2
-            await self._chunk(variant, half)
+            await run(half)
             gc.collect()
             middle = tracemalloc.get_traced_memory()[0]
-            await self._chunk(variant, requests - half)
+            await run(requests - half)
             gc.collect()
             end = tracemalloc.get_traced_memory()[0]
             top: list[str] = []
@@ -484,6 +591,48 @@ class Bench:
             recorded.append(this_round[True])
             extra.append(this_round[True] - this_round[False])
         return {"real": median(real), "recorded": median(recorded), "overhead": median(extra)}
+
+    async def recorder_growth(self, tests: int, warmup: int, rounds: int) -> dict[str, Any]:
+        """Traced memory kept by `tests` recorder tests (install, request, assert, uninstall), and by as many
+        of the same requests on the real scheduler, in alternating rounds; medians of the rounds.
+
+        The recorder's own growth is the difference between the two, per round. Caches and free lists that
+        are still filling leave a few KB now and then in either variant, bounded, while what a test kept
+        would come back in every round: the median of the rounds keeps the latter and drops the former.
+
+        The last request's objects (with a recorder, the recorder and its records: about 6 KB) stay alive
+        until the next request: a few unmeasured requests of the same variant come first, so that a run
+        neither frees what the other variant left nor counts as growth what the other variant would free.
+        """
+        runs = {"recorder": True, "real": False}
+        growth: dict[str, list[int]] = {key: [] for key in runs}
+        net: list[int] = []
+        tracemalloc.start(1)
+        try:
+            for recorder in runs.values():  # warm up while tracing (see `_traced_growth`)
+                await self._signups(warmup, recorder)
+            for round_no in range(rounds):
+                this_round = {}
+                for key in rotated(list(runs), round_no):
+                    await self._signups(10, runs[key])
+                    gc.collect()
+                    before = tracemalloc.get_traced_memory()[0]
+                    await self._signups(tests, runs[key])
+                    gc.collect()
+                    this_round[key] = tracemalloc.get_traced_memory()[0] - before
+                for key, value in this_round.items():
+                    growth[key].append(value)
+                net.append(this_round["recorder"] - this_round["real"])
+        finally:
+            tracemalloc.stop()
+        return {
+            "tests": tests,
+            "rounds": rounds,
+            "recorder": median(growth["recorder"]),
+            "real": median(growth["real"]),
+            "net": median(net),
+            "net_rounds": net,
+        }
 
     # --- profiles ------------------------------------------------------------------------------
 
