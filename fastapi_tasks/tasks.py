@@ -466,6 +466,16 @@ class _Schedulable:
 
 
 _OPEN, _STARTED, _DISCARDED = 0, 1, 2
+# What a scheduler is bound to: nothing (built outside any request), a request's exit stacks, or a task's
+# or the lifespan's scope (its batches are started by hand, and cancelled at shutdown if never started).
+_FREE, _BOUND, _UNBOUND = 0, 1, 2
+
+
+def _ended_as(exc_type: type[BaseException] | None) -> int:
+    # How a phase with no batch ended: as a batch's __exit__ would have left it. A WebSocket session that
+    # ends with the client disconnecting has ended normally.
+    return _STARTED if exc_type is None or issubclass(exc_type, WebSocketDisconnect) else _DISCARDED
+
 
 DEFAULT_MAX_THREADS = 40
 """Worker threads an app's sync tasks and sync `on_error` handlers may use at once, by default."""
@@ -565,7 +575,7 @@ class TasksBatch(_Schedulable):
             # A WebSocket session that ends with the client disconnecting has ended normally.
             if exc_type is None or issubclass(exc_type, WebSocketDisconnect):
                 owner._start_batch(self)
-            elif self.phase is _AFTER_RESPONSE and owner.after_route._state is _STARTED:
+            elif self.phase is _AFTER_RESPONSE and owner._route_started():
                 self._discard(exc, _after_the_endpoint(exc))
             elif isinstance(exc, anyio.get_cancelled_exc_class()):
                 self._discard(exc, f"the request was cancelled before the endpoint returned ({type(exc).__name__})")
@@ -837,7 +847,7 @@ class TasksScheduler(_Schedulable):
             (a middleware passed a copy of the scope on): its batches could never start.
     """
 
-    __slots__ = ("_runtime", "after_response", "after_route", "config")
+    __slots__ = ("_kind", "_response", "_response_state", "_route", "_route_state", "_runtime", "config")
 
     def __init__(
         self,
@@ -852,25 +862,59 @@ class TasksScheduler(_Schedulable):
             _runtime = _find_runtime(scope, tg, config)
         self._runtime = _runtime
         self.config: TaskConfig = _runtime.config if config is None else _runtime.config.merge(config)
-        self._init_batches()
+        # The batches are made when first used: most requests never defer a task.
+        self._route: TasksBatch | None = None
+        self._response: TasksBatch | None = None
+        # How each phase ended, for a batch first used after its phase was over.
+        self._route_state = self._response_state = _OPEN
+        self._kind = _FREE
         if scope is not None:
             self._bind(scope)
 
     def _init_batches(self) -> None:
-        self.after_route = TasksBatch(phase=_AFTER_ROUTE)
-        self.after_route._owner = self
-        self.after_response = TasksBatch(phase=_AFTER_RESPONSE)
-        self.after_response._owner = self
+        # For subclasses that are no request's scheduler (the testing toolkit's recorder): both batches now.
+        self._kind = _FREE
+        self._route_state = self._response_state = _OPEN
+        self._route = self._new_batch(_AFTER_ROUTE)
+        self._response = self._new_batch(_AFTER_RESPONSE)
+
+    @property
+    def after_route(self) -> TasksBatch:
+        """The tasks started once the endpoint has returned and its function-scoped dependencies are torn down."""
+        batch = self._route
+        if batch is None:
+            batch = self._route = self._new_batch(_AFTER_ROUTE)
+        return batch
+
+    @property
+    def after_response(self) -> TasksBatch:
+        """The tasks started once the response was sent and the request-scoped dependencies are torn down."""
+        batch = self._response
+        if batch is None:
+            batch = self._response = self._new_batch(_AFTER_RESPONSE)
+        return batch
+
+    def _new_batch(self, phase: Phase) -> TasksBatch:
+        batch = TasksBatch(phase=phase)
+        state = self._route_state if phase is _AFTER_ROUTE else self._response_state
+        if state is not _OPEN:
+            # First used once its phase was over: it refuses tasks, as the batch would have had it existed.
+            batch._state = state
+            batch._config = self.config
+            return batch
+        batch._owner = self
+        if self._kind is _UNBOUND:
+            self._runtime.unbound.add(batch)
+        return batch
 
     def _bind(self, scope: Scope) -> None:
         # FastAPI closes the function stack when the endpoint returns and the request stack once the
-        # response is sent; a batch's __exit__ on each starts it, or discards it if the request failed.
-        # Exit callbacks cost far less per request than a generator dependency.
+        # response is sent; an exit callback on each starts the phase's batch, or discards it if the
+        # request failed. Exit callbacks cost far less per request than a generator dependency, and
+        # these cost little more than a call while no task was deferred: the batches are made on first use.
         if scope["type"] != "http" and scope["type"] != "websocket":
             # A task's or the lifespan's: batches are started by hand, and cancelled at shutdown if not.
-            unbound = self._runtime.unbound
-            unbound.add(self.after_route)
-            unbound.add(self.after_response)
+            self._kind = _UNBOUND
             return
         function_stack = scope.get("fastapi_function_astack")
         request_stack = scope.get("fastapi_inner_astack")
@@ -881,14 +925,38 @@ class TasksScheduler(_Schedulable):
                 "A middleware between add_tasks() and the endpoint passed a copy of the scope on: take the "
                 "scheduler from the Tasks dependency, which sees the endpoint's own scope."
             )
-        push_at_bottom(function_stack, self.after_route.__exit__)
-        push_at_bottom(request_stack, self.after_response.__exit__)
+        self._kind = _BOUND
+        push_at_bottom(function_stack, self._route_exit)
+        push_at_bottom(request_stack, self._response_exit)
+
+    def _route_started(self) -> bool:
+        batch = self._route
+        return (self._route_state if batch is None else batch._state) is _STARTED
+
+    def _route_exit(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        batch = self._route
+        if batch is not None:
+            batch.__exit__(exc_type, exc, tb)
+            self._route_state = batch._state
+        else:
+            self._route_state = _ended_as(exc_type)
+
+    def _response_exit(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        batch = self._response
+        if batch is not None:
+            batch.__exit__(exc_type, exc, tb)
+            self._response_state = batch._state
+        else:
+            self._response_state = _ended_as(exc_type)
 
     def __repr__(self) -> str:
-        return (
-            f"<{type(self).__name__} after_route={len(self.after_route.scheduled)} "
-            f"after_response={len(self.after_response.scheduled)}>"
-        )
+        route = 0 if self._route is None else len(self._route.scheduled)
+        response = 0 if self._response is None else len(self._response.scheduled)
+        return f"<{type(self).__name__} after_route={route} after_response={response}>"
 
     @property
     def tg(self) -> TaskGroup:

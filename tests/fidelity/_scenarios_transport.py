@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import anyio
 import anyio.lowlevel
-from fastapi import APIRouter, FastAPI, Request, Response, WebSocket
+from fastapi import APIRouter, Depends, FastAPI, Request, Response, WebSocket
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Mount
@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
 from fastapi_tasks import Task, TaskConfig, Tasks, TasksScheduler
-from fastapi_tasks.errors import FastAPITasksShutdownError
+from fastapi_tasks.errors import BatchClosedError, FastAPITasksShutdownError
 
 from ._harness import Client, Outcome, Probe, Scenario, SyncClient, new_app, short_name, statuses, task_outcome
 
@@ -159,6 +159,64 @@ def _abandon(how: Literal["cancel", "send-fails", "disconnect"]) -> Callable[[Cl
 
 async def _read_fully(client: Client) -> None:
     await client.get_text("/")
+
+
+def batches_first_used_late(probe: Probe) -> FastAPI:
+    """No task deferred while the endpoint runs: the batches are first used once their phase is over, or not."""
+    app = new_app(probe)
+
+    def try_after_route(tasks: TasksScheduler, where: str) -> None:
+        try:
+            tasks.after_route.schedule(_work, "too late")
+        except BatchClosedError as exc:
+            probe.note(f"after_route {where}", str(exc).split(":")[0])
+        else:
+            probe.note(f"after_route {where}", "accepted")
+
+    async def teardown(tasks: Tasks, request: Request) -> AsyncIterator[None]:
+        yield
+        # The response was sent; the request's own teardown runs before its after_response phase.
+        try_after_route(tasks, f"in the teardown of {request.url.path}")
+        name = "from_teardown" if request.url.path == "/" else "first_from_teardown"
+        probe.keep(tasks.after_response.task(name=name).schedule(_work, name))
+
+    async def chunks(tasks: TasksScheduler) -> AsyncIterator[str]:
+        yield "first chunk"
+        # The endpoint has returned: after_route is over, after_response is still to come.
+        try_after_route(tasks, "in the stream")
+        probe.keep(tasks.after_response.task(name="from_stream").schedule(_work, "from_stream"))
+        yield "second chunk"
+
+    @app.get("/", dependencies=[Depends(teardown)])
+    async def streams(tasks: Tasks) -> StreamingResponse:
+        probe.keep(tasks.task(name="immediate").schedule(_work, "immediate"))
+        return StreamingResponse(chunks(tasks), media_type="text/plain")
+
+    @app.get("/plain", dependencies=[Depends(teardown)])
+    async def plain(tasks: Tasks) -> None:
+        """Nothing deferred, no stream: the teardown is the first to use after_response."""
+
+    return app
+
+
+async def _read_both(client: Client) -> None:
+    await client.get_text("/")
+    await client.get("/plain")
+
+
+def _late_uses_follow_the_phases(outcome: Outcome) -> None:
+    assert statuses(outcome) == {
+        "immediate": "succeeded",
+        "from_stream": "succeeded",
+        "from_teardown": "succeeded",
+        "first_from_teardown": "succeeded",
+    }
+    refused = "Cannot add '_work' to the after_route batch"
+    assert outcome["notes"] == {
+        "after_route in the stream": refused,
+        "after_route in the teardown of /": refused,
+        "after_route in the teardown of /plain": refused,
+    }
 
 
 # --- WebSockets ----------------------------------------------------------------------------------
@@ -481,6 +539,13 @@ def _uninitialized(outcome: Outcome) -> None:
 
 
 SCENARIOS = [
+    Scenario(
+        "batches-first-used-late",
+        "after_route first used in a stream or a request-scoped teardown is refused; after_response is taken.",
+        batches_first_used_late,
+        script=_read_both,
+        expect=_late_uses_follow_the_phases,
+    ),
     Scenario(
         "base-http-middleware",
         "A BaseHTTPMiddleware (@app.middleware('http')) around an endpoint that schedules in each phase.",
