@@ -45,4 +45,8 @@ class TaskStatus(str, Enum):
     @property
     def ended(self) -> bool:
         """Whether the task will not change status any more."""
-        return self not in (TaskStatus.PENDING, TaskStatus.RUNNING)
+        # Asked several times per task: module-level names, not two lookups on the Enum class each time.
+        return self is not _PENDING and self is not _RUNNING
+
+
+_PENDING, _RUNNING = TaskStatus.PENDING, TaskStatus.RUNNING

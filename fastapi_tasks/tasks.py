@@ -699,7 +699,7 @@ class _Runtime:
             )
 
     def spawn(self, task: Task[..., Any]) -> None:
-        if task._status.ended:
+        if task._status is not _PENDING:
             return  # cancelled while it waited for its batch
         self.live.add(task)
         task._runtime = self
@@ -710,15 +710,17 @@ class _Runtime:
         token = current_scope.set(self.task_scope)
         handle: Any
         try:
+            name = task.config.name or callable_name(task.func)
             if self._create_task is not None:
                 # Nothing but the runtime cancels this task, and never a running shielded one.
-                handle = self._create_task(run_unshielded(task, self), name=task.name)
+                handle = self._create_task(run_unshielded(task, self), name=name)
             else:
                 runner = run_task if task.config.shield else run_unshielded
-                handle = self.tg.create_task(runner(task, self), name=task.name)
+                handle = self.tg.create_task(runner(task, self), name=name)
         finally:
             current_scope.reset(token)
-        if not task._status.ended:  # an eagerly started task may have run to its end already
+        status = task._status
+        if status is _PENDING or status is _RUNNING:  # an eagerly started task may have run to its end already
             task._handle = handle
 
     def task_ended(self, task: Task[..., Any], /) -> None:
