@@ -14,10 +14,11 @@ task whose own parameters are named like them, the expected arguments are passed
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import functools
 import inspect
+import types
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -36,6 +37,7 @@ __all__ = [
     "Expected",
     "Predicate",
     "TaskSpec",
+    "callable_signature",
     "did_you_mean",
     "expect",
     "function_name",
@@ -133,15 +135,45 @@ def parse_status(status: TaskStatus | str | None) -> TaskStatus | None:
         raise ValueError(f"Unknown status {status!r}; use one of {names}.") from None
 
 
+# A function's signature, and what it was computed from: `__code__`, `__defaults__` and `__kwdefaults__`
+# of the function (of a method's function), so that a function changed in place is looked at again.
+_SignatureEntry: TypeAlias = "tuple[inspect.Signature | None, object, object, object]"
+# Keyed weakly by the function, so that the cache keeps no function (nor a method's object) alive after
+# its test. Only plain functions and the methods bound to them: they compare and hash by identity (a
+# method by its function and the identity of its object), so an equal key always has the same signature.
+_SIGNATURES: weakref.WeakKeyDictionary[Callable[..., Any], _SignatureEntry] = weakref.WeakKeyDictionary()
+_CACHED_TYPES = (types.FunctionType, types.MethodType)
+
+
+def callable_signature(func: Callable[..., Any]) -> inspect.Signature | None:
+    """`inspect.signature(func)`, or `None` when it has none; cached for functions and bound methods."""
+    if type(func) not in _CACHED_TYPES:
+        return _uncached_signature(func)
+    function = func.__func__ if type(func) is types.MethodType else func
+    code = getattr(function, "__code__", None)
+    defaults = getattr(function, "__defaults__", None)
+    kwdefaults = getattr(function, "__kwdefaults__", None)
+    entry = _SIGNATURES.get(func)
+    if entry is not None and entry[1] is code and entry[2] is defaults and entry[3] is kwdefaults:
+        return entry[0]
+    signature = _uncached_signature(func)
+    _SIGNATURES[func] = (signature, code, defaults, kwdefaults)
+    return signature
+
+
+def _uncached_signature(func: Callable[..., Any]) -> inspect.Signature | None:
+    try:
+        return inspect.signature(func)
+    except (TypeError, ValueError):
+        return None
+
+
 def signature_of(record: TaskRecord) -> inspect.Signature | None:
     """The parameters a scheduling of `record`'s function passes, or `None` when they are unknown."""
     if record.kind == "dispatch":
         signature: inspect.Signature | None = record.dispatcher.job_signature(record.func)  # type: ignore[attr-defined]
         return signature
-    try:
-        return inspect.signature(record.func)
-    except (TypeError, ValueError):
-        return None
+    return callable_signature(record.func)
 
 
 def function_name(record: TaskRecord) -> str:
@@ -258,7 +290,7 @@ class Expected:
 
     def argument_differences(self, record: TaskRecord) -> list[str]:
         """How `record`'s arguments differ from the expected ones, parameter by parameter."""
-        if self.args is None:
+        if self.args is None or self._same_call(record):
             return []
         signature = signature_of(record)
         recorded: inspect.BoundArguments | None = None
@@ -288,6 +320,26 @@ class Expected:
             f"missing {label}: expected {short_repr(v)}" for label, v in wanted.items() if label not in actual
         ]
         return differences
+
+    def _same_call(self, record: TaskRecord) -> bool:
+        # Written as the task was scheduled, with equal values: bound to any signature (or compared
+        # position by position), they match too; binding them is for the calls written otherwise.
+        assert self.args is not None
+        args, kwargs = record.args, record.kwargs
+        return (
+            len(self.args) == len(args)
+            and self.kwargs.keys() == kwargs.keys()
+            and all(_equal(value, actual) for value, actual in zip(self.args, args, strict=True))
+            and all(_equal(value, kwargs[key]) for key, value in self.kwargs.items())
+        )
+
+    def may_fit(self, record: TaskRecord) -> bool:
+        """Whether the expected arguments fit `record`'s function, or whether they do is unknown (see `fits`)."""
+        if self.args is not None and len(self.args) == len(record.args) and self.kwargs.keys() == record.kwargs.keys():
+            # Shaped like the recorded call: they bind wherever it binds, and where it does not, it is unknown.
+            return True
+        fit = self.fits(record)
+        return fit is None or fit
 
     def fits(self, record: TaskRecord) -> bool | None:
         """Whether the expected arguments can be passed to `record`'s function (`None`: unknown).
@@ -334,14 +386,18 @@ def _predicate_label(where: Callable[..., object]) -> str:
 
 
 def _parameter_names(task: TaskSpec | None, records: Sequence[TaskRecord]) -> set[str]:
-    names: set[str] = set()
+    signatures: list[inspect.Signature | None] = []
     if task is not None and not isinstance(task, str):
-        with contextlib.suppress(TypeError, ValueError):
-            names |= _named_parameters(inspect.signature(task))
+        signatures.append(callable_signature(task))
+    seen: set[tuple[int, str]] = set()  # the records of one function share its signature
     for record in records:
-        signature = signature_of(record)
-        if signature is not None:
-            names |= _named_parameters(signature)
+        key = (id(record.func), record.kind)
+        if key not in seen:
+            seen.add(key)
+            signatures.append(signature_of(record))
+    names: set[str] = set()
+    for signature in {id(signature): signature for signature in signatures if signature is not None}.values():
+        names |= _named_parameters(signature)
     return names
 
 
@@ -419,8 +475,8 @@ def expect(
         partial=partial,
         where=where,
     )
-    fits = [expected.fits(record) for record in candidates]
-    if fits and not any(fit is None or fit for fit in fits):
+    # Lazily: the first candidate the expected arguments may fit ends the search.
+    if candidates and not any(map(expected.may_fit, candidates)):
         record = candidates[0]
         signature = signature_of(record)
         assert signature is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import itertools
 import os
 import sys
@@ -49,6 +50,7 @@ _PHASE_ORDER = (Phase.IMMEDIATE, Phase.AFTER_ROUTE, Phase.AFTER_RESPONSE)
 _MAX_PASSES = 1000  # run_pending(): a pass runs one phase's pending tasks; three suffice unless tasks schedule more
 _OPEN, _STARTED = 0, 1  # TasksBatch states: once started, later tasks are refused rather than lost.
 _POLL = 0.002  # seconds between two looks at the records while waiting for tasks that run elsewhere
+_MOUNTS = (Mount, Host)  # the routes that serve apps (and routes) of their own
 _pause = threading.Event()  # never set: its wait() is a pause that no signal handler cuts short
 # How wait_for()'s timeout message says that a task reached a status.
 _REACHED = {
@@ -262,7 +264,7 @@ class RecordingScheduler(DispatchRecorder, TasksScheduler, RecordQueries):
         return record.func
 
     def _runs(self, record: TaskRecord) -> bool:
-        if any(matches_task(record, spec) for spec in self._held):
+        if self._held and any(matches_task(record, spec) for spec in self._held):
             return False
         if self.mode != "record":
             return True
@@ -724,6 +726,14 @@ async def recording_dependency(connection: HTTPConnection) -> TasksScheduler:
     return await recorder._dependency(connection)
 
 
+# FastAPI analyzes an overriding dependency anew on every request, with `inspect.signature(eval_str=True)`:
+# ready-made, its signature costs no evaluation of the annotations this module's future import made strings.
+recording_dependency.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [inspect.Parameter("connection", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=HTTPConnection)],
+    return_annotation=TasksScheduler,
+)
+
+
 class RequestRecords(DispatchQueries):
     """The records of some requests only: what `RecordingScheduler.for_request()` returns."""
 
@@ -753,13 +763,13 @@ class RequestRecords(DispatchQueries):
 def _apps_served_by(app: FastAPI) -> list[FastAPI]:
     """`app` and every FastAPI app mounted in it, at any depth."""
     apps = [app]
-    routes = list(app.routes)
-    while routes:
-        route = routes.pop()
-        if isinstance(route, Mount | Host):
-            if isinstance(route.app, FastAPI) and route.app not in apps:
-                apps.append(route.app)
-            routes.extend(route.routes)
+    pending = [app.routes]
+    while pending:
+        for route in pending.pop():
+            if isinstance(route, _MOUNTS):
+                if isinstance(route.app, FastAPI) and route.app not in apps:
+                    apps.append(route.app)
+                pending.append(route.routes)
     return apps
 
 
