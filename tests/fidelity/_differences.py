@@ -48,6 +48,19 @@ ACCEPTED_DIFFERENCES: dict[str, AcceptedDifference] = {
             "another) needs spy mode."
         ),
     ),
+    "eager-start": AcceptedDifference(
+        fields=("notes.eager: *", "tasks.*.seen.response_sent_when_it_began"),
+        what=(
+            "With `add_tasks(app, eager_start=True)`, whether a task has run up to its first `await` when "
+            "the call that started it returns (`schedule()`, or the end of its phase)."
+        ),
+        reason=(
+            "Production starts the task inside that call; run and record mode do not start tasks eagerly: "
+            "run mode runs a request's tasks one at a time, in production's order, from the request's next "
+            "checkpoint on. Spy mode starts them as production does: when a test depends on eager ordering, "
+            "write it in spy mode."
+        ),
+    ),
     "lifespan-not-running": AcceptedDifference(
         fields=("requests", "sent", "tasks.*", "logs.*"),
         what=(

@@ -211,11 +211,14 @@ def new_app(
     app: FastAPI | None = None,
     shutdown_timeout: float | None = None,
     max_threads: int = DEFAULT_MAX_THREADS,
+    eager_start: bool = False,
 ) -> FastAPI:
     """A FastAPI app (`app`, or a new one) with `add_tasks` (unless `tasks=False`) whose responses `probe` counts."""
     app = FastAPI() if app is None else app
     if tasks:
-        add_tasks(app, config=config, shutdown_timeout=shutdown_timeout, max_threads=max_threads)
+        add_tasks(
+            app, config=config, shutdown_timeout=shutdown_timeout, max_threads=max_threads, eager_start=eager_start
+        )
     app.add_middleware(_ResponseSentCounter, probe=probe)
     return app
 
@@ -414,6 +417,8 @@ class Scenario:
         sync_script: instead of `script`, requests made through `TestClient` (for WebSockets).
         lifespan: whether the engines run the app's lifespan (`False`: a bare client, in both).
         backends: the event loops the scenario runs on (asyncio only, for what trio cannot express).
+        python: the oldest Python the scenario runs on, for a feature that needs a newer one than the
+            project's oldest (older ones skip it).
         install_on: the app the recorder is installed on; by default the one `build` returned.
         accepted: the kinds of `ACCEPTED_DIFFERENCES` this scenario may show.
         expect: what DESIGN.md requires of the production outcome, checked on its own.
@@ -428,6 +433,7 @@ class Scenario:
     sync_script: SyncScript | None = None
     lifespan: bool = True
     backends: tuple[Backend, ...] = ("asyncio", "trio")
+    python: tuple[int, int] = (3, 10)
     install_on: Callable[[FastAPI], FastAPI] | None = None
     accepted: tuple[str, ...] = ()
     expect: Callable[[Outcome], None] | None = None

@@ -473,6 +473,39 @@ def concurrent_immediate_tasks(probe: Probe) -> FastAPI:
     return app
 
 
+def eager_start(probe: Probe) -> FastAPI:
+    """add_tasks(app, eager_start=True): each task runs its first stretch inside the call that starts it."""
+    app = new_app(probe, eager_start=True)
+    began: list[str] = []
+
+    async def first_stretch(phase: str) -> str:
+        # Before the first await: eagerly, inside the call that started the task.
+        began.append(phase)
+        probe.see(phase, response_sent_when_it_began=probe.responses_sent > 0)
+        await anyio.lowlevel.checkpoint()
+        return phase
+
+    @app.get("/")
+    async def endpoint(tasks: Tasks) -> None:
+        probe.keep(tasks.task(name="immediate").schedule(first_stretch, "immediate"))
+        probe.note("eager: immediate began before schedule() returned", "immediate" in began)
+        probe.keep(tasks.after_route.task(name="after_route").schedule(first_stretch, "after_route"))
+
+    return app
+
+
+def _eager_in_production(outcome: Outcome) -> None:
+    assert statuses(outcome) == {"immediate": "succeeded", "after_route": "succeeded"}
+    assert outcome["notes"] == {"eager: immediate began before schedule() returned": True}
+    # Started at the end of its phase, inside the exit of the endpoint's function stack.
+    assert task_outcome(outcome, "after_route")["seen.response_sent_when_it_began"] is False
+
+
+def _not_eager_in_run_mode(outcome: Outcome) -> None:
+    # Run mode runs a request's tasks one at a time, from the request's next checkpoint on.
+    assert outcome["notes"] == {"eager: immediate began before schedule() returned": False}
+
+
 # --- cancellation and shielding ------------------------------------------------------------------
 
 
@@ -697,6 +730,16 @@ SCENARIOS = [
         concurrent_immediate_tasks,
         accepted=("concurrent-overlap",),
         expect=_all_succeeded,
+    ),
+    Scenario(
+        "eager-start",
+        "add_tasks(app, eager_start=True): a task runs up to its first await inside schedule() (Python 3.12+).",
+        eager_start,
+        backends=("asyncio",),
+        python=(3, 12),
+        accepted=("eager-start",),
+        expect=_eager_in_production,
+        expect_recorder=_not_eager_in_run_mode,
     ),
     Scenario(
         "cancel-running-task",

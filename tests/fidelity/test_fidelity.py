@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import pprint
 import re
+import sys
 import textwrap
 from pathlib import Path
 
@@ -72,6 +73,8 @@ def _params(scenarios: list[Scenario], gaps: dict[str, str], kind: str) -> list[
         for backend in scenario.backends:
             reason = gaps.get(scenario.id) or gaps.get(f"{scenario.id}[{backend}]")
             marks = [] if reason is None else [pytest.mark.xfail(strict=True, reason=f"{kind}: {reason}")]
+            if sys.version_info < scenario.python:
+                marks.append(pytest.mark.skip(reason=f"needs Python {'.'.join(map(str, scenario.python))} or later"))
             params.append(pytest.param(scenario, backend, marks=marks, id=f"{scenario.id}[{backend}]"))
     return params
 
