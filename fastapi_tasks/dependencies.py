@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import anyio
 from fastapi import Depends, FastAPI
@@ -52,14 +52,21 @@ class _TasksMiddleware:
         # only then is the request passed on to the app's lifespans, which close what tasks may use.
         state = scope.get("state")
         if state is None:
-            raise RuntimeError(
-                "add_tasks() needs an ASGI server that supports lifespan state (the scope has no 'state'): "
-                "upgrade the server (uvicorn, hypercorn and Starlette's TestClient support it)."
+            await _startup_failed(
+                receive,
+                send,
+                RuntimeError(
+                    "add_tasks() needs an ASGI server that supports lifespan state (the scope has no 'state'): "
+                    "upgrade the server (uvicorn, hypercorn and Starlette's TestClient support it)."
+                ),
             )
         async with anyio.create_task_group() as tg:
-            runtime = _Runtime(
-                tg, self.config, self.shutdown_timeout, self.max_threads, native=True, eager_start=self.eager_start
-            )
+            try:
+                runtime = _Runtime(
+                    tg, self.config, self.shutdown_timeout, self.max_threads, native=True, eager_start=self.eager_start
+                )
+            except FastAPITasksError as exc:
+                await _startup_failed(receive, send, exc)
             state[TG_KEY] = tg
             state[RUNTIME_KEY] = runtime
 
@@ -75,6 +82,15 @@ class _TasksMiddleware:
                 # The app's lifespan failed, or the server cancelled it without asking for shutdown.
                 with anyio.CancelScope(shield=True):
                     await runtime.shutdown()
+
+
+async def _startup_failed(receive: Receive, send: Send, exc: BaseException) -> NoReturn:
+    # Told to the server as the lifespan protocol asks: an app that raises before its first receive()
+    # is taken for one without lifespan support, and served without its lifespan (and its tasks).
+    message = await receive()
+    if message["type"] == "lifespan.startup":
+        await send({"type": "lifespan.startup.failed", "message": str(exc)})
+    raise exc
 
 
 def add_tasks(

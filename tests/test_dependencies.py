@@ -824,3 +824,23 @@ async def test_a_batch_built_outside_a_request_and_never_started_is_cancelled_an
         "Cancelled 1 after_response task(s) whose batch was never started: 'forgotten'. A TasksScheduler built "
         "outside a request (in a task, or in the lifespan) starts its batches by hand: batch.__start__(scheduler)"
     ]
+
+
+@pytest.mark.anyio
+async def test_a_server_without_lifespan_state_is_told_that_the_startup_failed() -> None:
+    # Raising before the first receive() would make the server serve without the lifespan (and its tasks).
+    app = FastAPI()
+    add_tasks(app)
+    incoming: list[Message] = [{"type": "lifespan.startup"}]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return incoming.pop(0)
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope: Scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}}
+    with pytest.raises(RuntimeError, match=r"needs an ASGI server that supports lifespan state") as excinfo:
+        await app(scope, receive, send)
+    assert sent == [{"type": "lifespan.startup.failed", "message": str(excinfo.value)}]

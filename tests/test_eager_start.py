@@ -513,13 +513,6 @@ async def test_eager_start_on_trio_fails_the_lifespan_startup() -> None:
     assert re.match(NEEDS_ASYNCIO, str(error)), str(error)
 
 
-@pytest.mark.xfail(
-    reason=(
-        "fastapi_tasks raises before it receives lifespan.startup, and never sends lifespan.startup.failed: "
-        "servers take that for a lifespan they do not support, and serve without it (hypercorn on trio logs "
-        "'continuing without Lifespan support'; asgi-lifespan raises LifespanNotSupported)"
-    ),
-)
 @needs_eager_start
 @trio_only
 @pytest.mark.anyio
