@@ -192,6 +192,8 @@ def wait_at_bottom(stack: AsyncExitStack, runtime: RequestRuntime, *, shielded: 
     async def wait_for_tasks(
         exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if not runtime._working:
+            return  # nothing queued, nothing running: no cancel scope to pay for
         with anyio.CancelScope(shield=shielded):
             await runtime.wait_idle()
 
