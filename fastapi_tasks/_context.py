@@ -6,7 +6,7 @@ from contextvars import ContextVar
 
 from starlette.types import Scope
 
-__all__ = ["CONFIG_KEY", "RUNTIME_KEY", "TG_KEY", "current_scope"]
+__all__ = ["CONFIG_KEY", "RUNTIME_KEY", "TG_KEY", "Serving", "current_scope", "serving"]
 
 TG_KEY = "fastapi_tasks_tg"
 """Lifespan state key of the task group: `request.state.fastapi_tasks_tg`."""
@@ -15,5 +15,25 @@ CONFIG_KEY = "fastapi_tasks_config"
 RUNTIME_KEY = "fastapi_tasks_runtime"
 """Lifespan state key of the app-wide runtime (config, shutdown bookkeeping)."""
 
-current_scope: ContextVar[Scope | None] = ContextVar("fastapi_tasks_current_scope", default=None)
-"""The ASGI scope of the HTTP request or WebSocket being handled in this context."""
+
+class Serving:
+    """What a context is serving: an HTTP request or WebSocket, or the tasks of an app's runtime.
+
+    A task copies the context it was started from, and may outlive its request: the middleware lets
+    go of the request's scope here once the request has ended, so that the task does not keep it.
+    """
+
+    __slots__ = ("scope",)
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope: Scope | None = scope
+
+
+serving: ContextVar[Serving | None] = ContextVar("fastapi_tasks_serving", default=None)
+"""What the code running in this context is serving; `None` outside every app with `add_tasks`."""
+
+
+def current_scope() -> Scope | None:
+    """The ASGI scope being served in this context (`None` once its request has ended)."""
+    holder = serving.get()
+    return None if holder is None else holder.scope

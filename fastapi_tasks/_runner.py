@@ -6,6 +6,7 @@ Both the production scheduler and the testing toolkit's recorder run task bodies
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
@@ -13,16 +14,19 @@ import math
 import sys
 from collections.abc import Callable
 from inspect import CO_COROUTINE
-from types import FunctionType
-from typing import TYPE_CHECKING, Any, Protocol
+from types import CoroutineType, FunctionType
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import anyio
 import anyio.to_thread
 from anyio.lowlevel import RunVar
 
+from ._context import Serving, serving
 from ._phases import TaskStatus
 
 if TYPE_CHECKING:
+    from starlette.types import Scope
+
     from .tasks import Task
 
 __all__ = [
@@ -30,6 +34,7 @@ __all__ = [
     "call",
     "callable_name",
     "cancelled_by_us",
+    "current_task_scope",
     "handle_error",
     "is_async_callable",
     "logger",
@@ -132,7 +137,7 @@ async def run_unshielded(task: Task[..., Any], host: TaskHost | None = None) -> 
                 task._set_running()
                 task._result = await func(*task.args, **task.kwargs)
             else:
-                task._result = await _call_in_thread(task, func, None if host is None else host.limiter)
+                task._result = await _call_in_thread(task, func, host)
             if task._status is _RUNNING:  # else Task.cancel() ended it while it waited for a thread
                 task._set_ended(_SUCCEEDED)
     except Exception as exc:
@@ -144,8 +149,38 @@ async def run_unshielded(task: Task[..., Any], host: TaskHost | None = None) -> 
             host.task_ended(task)
 
 
-async def _call_in_thread(task: Task[..., Any], func: Callable[..., Any], limiter: anyio.CapacityLimiter | None) -> Any:
+def current_task_scope() -> Scope | None:
+    """The task scope of the app's runtime when called in one of its asyncio-native tasks, else `None`.
+
+    Such a task keeps the context of the request that started it, whose "current request" is that
+    request; its runner, found from the running asyncio task, knows better. Asked only when a
+    scheduler is built without a scope (`TasksScheduler()` in a task): nothing per task.
+    """
+    try:
+        running = asyncio.current_task()
+    except RuntimeError:  # no asyncio event loop here: trio, or a worker thread
+        return None
+    coro = None if running is None else running.get_coro()
+    if getattr(coro, "cr_code", None) is not _RUNNER_CODE:
+        return None
+    frame = cast("CoroutineType[Any, Any, Any]", coro).cr_frame
+    host = None if frame is None else frame.f_locals.get("host")
+    scope: Scope | None = getattr(host, "task_scope", None)
+    return scope
+
+
+def _in_task_scope(host: TaskHost | None) -> None:
+    # Before a sync body or handler goes to a worker thread, which copies the task's context: there it
+    # cannot be told from its request by its runner, so the task's own context (never the caller's) says so.
+    scope = None if host is None else getattr(host, "task_scope", None)
+    if scope is not None:
+        serving.set(Serving(scope))
+
+
+async def _call_in_thread(task: Task[..., Any], func: Callable[..., Any], host: TaskHost | None) -> Any:
     # A task waiting for one of its app's threads is still pending: it is running once it has a thread.
+    _in_task_scope(host)
+    limiter = None if host is None else host.limiter
     if limiter is None:
         task._set_running()
         return await call(func, task.args, task.kwargs)
@@ -168,6 +203,8 @@ def _unlimited_threads() -> anyio.CapacityLimiter:
 
 
 _UNLIMITED_THREADS: RunVar[anyio.CapacityLimiter] = RunVar("fastapi_tasks_unlimited_threads")
+
+_RUNNER_CODE = run_unshielded.__code__
 
 # Enum members looked up once: a class attribute lookup on an Enum costs several times a global's.
 _PENDING, _RUNNING, _SUCCEEDED = TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.SUCCEEDED
@@ -227,6 +264,7 @@ def _log_failure(task: Task[..., Any], exc: BaseException, message: str) -> None
 async def _failed(task: Task[..., Any], exc: Exception, host: TaskHost | None) -> None:
     # The status stays "running" until on_error has returned: `done` / `wait()` mean "after on_error".
     _log_failure(task, exc, _FAILED)
+    _in_task_scope(host)
     try:
         await handle_error(task, exc, None if host is None else host.limiter)
     finally:

@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._context import CONFIG_KEY, RUNTIME_KEY, TG_KEY, current_scope
+from ._context import CONFIG_KEY, RUNTIME_KEY, TG_KEY, Serving, serving
 from .errors import FastAPITasksAlreadyInstalledError, FastAPITasksError, FastAPITasksUninitializedAppError
 from .tasks import DEFAULT_MAX_THREADS, TaskConfig, TasksScheduler, _Runtime
 
@@ -40,11 +40,13 @@ class _TasksMiddleware:
         if scope["type"] == "lifespan":
             await self._lifespan(scope, receive, send)
             return
-        token = current_scope.set(scope)
+        holder = Serving(scope)
+        token = serving.set(holder)
         try:
             await self.app(scope, receive, send)
         finally:
-            current_scope.reset(token)
+            holder.scope = None  # the request's tasks keep this context, never the request's scope
+            serving.reset(token)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         # At the ASGI level, outside every lifespan the app composed (its own, and those of routers
@@ -185,7 +187,7 @@ def resolve_runtime(scope: Scope) -> _Runtime:
 
 def tasks_added(scope: Scope) -> bool:
     """Whether `add_tasks` was called on the app serving `scope` (or on an app it is mounted in)."""
-    return current_scope.get() is not None or hasattr(getattr(scope.get("app"), "state", None), CONFIG_KEY)
+    return serving.get() is not None or hasattr(getattr(scope.get("app"), "state", None), CONFIG_KEY)
 
 
 async def get_tasks_scheduler(connection: HTTPConnection) -> TasksScheduler:

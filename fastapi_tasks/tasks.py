@@ -21,9 +21,9 @@ import anyio.lowlevel
 from starlette.requests import ClientDisconnect
 from starlette.websockets import WebSocketDisconnect
 
-from ._context import RUNTIME_KEY, current_scope
+from ._context import RUNTIME_KEY, Serving, serving
 from ._phases import Phase, TaskStatus
-from ._runner import callable_name, is_async_callable, logger, run_task, run_unshielded
+from ._runner import callable_name, current_task_scope, is_async_callable, logger, run_task, run_unshielded
 from .errors import BatchClosedError, FastAPITasksError, FastAPITasksShutdownError, TaskNotFinishedError
 
 if TYPE_CHECKING:
@@ -704,21 +704,26 @@ class _Runtime:
         self.live.add(task)
         task._runtime = self
         # The runner itself is the task's coroutine (a wrapper coroutine would cost memory per pending
-        # task), and the name is one that already exists: str(task) would build a string per task. The
-        # task is created in a context whose "current request" is this runtime's task scope: neither the
-        # task nor anyio's done callback (which keeps the context it was added in) holds on to the request.
-        token = current_scope.set(self.task_scope)
+        # task), and the name is one that already exists: str(task) would build a string per task.
+        name = task.config.name or callable_name(task.func)
         handle: Any
-        try:
-            name = task.config.name or callable_name(task.func)
-            if self._create_task is not None:
-                # Nothing but the runtime cancels this task, and never a running shielded one.
-                handle = self._create_task(run_unshielded(task, self), name=name)
-            else:
+        if self._create_task is not None:
+            # Nothing but the runtime cancels this task, and never a running shielded one. The task copies
+            # the request's context as it is: a scheduler built in the task finds out that it is in a task
+            # from the task's runner (see `current_task_scope`), which costs nothing per task, where setting
+            # the "current request" around each start cost a context variable's set and reset, and the
+            # objects they allocate.
+            handle = self._create_task(run_unshielded(task, self), name=name)
+        else:
+            # The task is created in a context whose "current request" is this runtime's task scope: neither
+            # the task nor anyio's done callback (which keeps the context it was added in) holds on to the
+            # request.
+            token = serving.set(Serving(self.task_scope))
+            try:
                 runner = run_task if task.config.shield else run_unshielded
                 handle = self.tg.create_task(runner(task, self), name=name)
-        finally:
-            current_scope.reset(token)
+            finally:
+                serving.reset(token)
         status = task._status
         if status is _PENDING or status is _RUNNING:  # an eagerly started task may have run to its end already
             task._handle = handle
@@ -859,7 +864,7 @@ class TasksScheduler(_Schedulable):
         _runtime: Any = None,
         _scope: Scope | None = None,
     ) -> None:
-        scope = current_scope.get() if _scope is None else _scope
+        scope = _current_scope() if _scope is None else _scope
         if _runtime is None:
             _runtime = _find_runtime(scope, tg, config)
         self._runtime = _runtime
@@ -1005,6 +1010,19 @@ class TasksScheduler(_Schedulable):
 
     def _start_batch(self, batch: TasksBatch) -> None:
         batch.__start__(self)
+
+
+def _current_scope() -> Scope | None:
+    """What a scheduler built here binds to: the request being served, or the scope of the task running here."""
+    holder = serving.get()
+    if holder is None:
+        return None
+    scope = holder.scope
+    if scope is None or scope["type"] == "http" or scope["type"] == "websocket":
+        # A task started on the asyncio-native path keeps the context of its request (which may have
+        # ended, and let go of its scope): is this one?
+        return current_task_scope() or scope
+    return scope
 
 
 def _find_runtime(scope: Scope | None, tg: TaskGroup | None, config: TaskConfig | None) -> _Runtime:

@@ -23,7 +23,7 @@ from anyio.lowlevel import current_token
 from starlette.types import Scope
 
 from fastapi_tasks import Phase, Task, TaskConfig
-from fastapi_tasks._context import RUNTIME_KEY, TG_KEY, current_scope
+from fastapi_tasks._context import RUNTIME_KEY, TG_KEY, Serving, serving
 from fastapi_tasks._runner import run_task
 from fastapi_tasks.tasks import _Runtime, push_at_bottom
 
@@ -139,11 +139,11 @@ class RequestRuntime(_Runtime):
         self._queue.append(task)
         if not self._working:
             self._working = True
-            token = current_scope.set(self.task_scope)
+            token = serving.set(Serving(self.task_scope))
             try:
                 self.real.tg.start_soon(self._work, name="tasks_recorder worker")
             finally:
-                current_scope.reset(token)
+                serving.reset(token)
 
     async def _work(self) -> None:
         try:
@@ -233,8 +233,8 @@ async def run_recorded(task: Task[..., Any]) -> None:
         await run_task(task)
         return
     runtime.live.add(task)
-    token = current_scope.set(runtime.task_scope)
+    token = serving.set(Serving(runtime.task_scope))
     try:
         await _run_in_own_scope(task, runtime)
     finally:
-        current_scope.reset(token)
+        serving.reset(token)
