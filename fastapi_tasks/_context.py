@@ -6,7 +6,7 @@ from contextvars import ContextVar
 
 from starlette.types import Scope
 
-__all__ = ["CONFIG_KEY", "RUNTIME_KEY", "TG_KEY", "Serving", "current_scope", "serving"]
+__all__ = ["CONFIG_KEY", "RUNTIME_KEY", "TG_KEY", "Serving", "serving"]
 
 TG_KEY = "fastapi_tasks_tg"
 """Lifespan state key of the task group: `request.state.fastapi_tasks_tg`."""
@@ -32,8 +32,3 @@ class Serving:
 serving: ContextVar[Serving | None] = ContextVar("fastapi_tasks_serving", default=None)
 """What the code running in this context is serving; `None` outside every app with `add_tasks`."""
 
-
-def current_scope() -> Scope | None:
-    """The ASGI scope being served in this context (`None` once its request has ended)."""
-    holder = serving.get()
-    return None if holder is None else holder.scope
