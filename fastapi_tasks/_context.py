@@ -31,4 +31,3 @@ class Serving:
 
 serving: ContextVar[Serving | None] = ContextVar("fastapi_tasks_serving", default=None)
 """What the code running in this context is serving; `None` outside every app with `add_tasks`."""
-
