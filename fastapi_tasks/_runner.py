@@ -101,6 +101,11 @@ class TaskHost(Protocol):
         """Called last, however the task ended."""
         ...
 
+    @property
+    def task_scope(self) -> Scope:
+        """What a scheduler built in one of these tasks binds to (its batches are started by hand)."""
+        ...
+
 
 async def run_task(task: Task[..., Any], host: TaskHost | None = None) -> None:
     """Run `task`'s body, record its outcome on the handle, and contain whatever it raises.
@@ -164,17 +169,15 @@ def current_task_scope() -> Scope | None:
     if getattr(coro, "cr_code", None) is not _RUNNER_CODE:
         return None
     frame = cast("CoroutineType[Any, Any, Any]", coro).cr_frame
-    host = None if frame is None else frame.f_locals.get("host")
-    scope: Scope | None = getattr(host, "task_scope", None)
-    return scope
+    host: TaskHost | None = None if frame is None else frame.f_locals.get("host")
+    return None if host is None else host.task_scope
 
 
 def _in_task_scope(host: TaskHost | None) -> None:
     # Before a sync body or handler goes to a worker thread, which copies the task's context: there it
     # cannot be told from its request by its runner, so the task's own context (never the caller's) says so.
-    scope = None if host is None else getattr(host, "task_scope", None)
-    if scope is not None:
-        serving.set(Serving(scope))
+    if host is not None:
+        serving.set(Serving(host.task_scope))
 
 
 async def _call_in_thread(task: Task[..., Any], func: Callable[..., Any], host: TaskHost | None) -> Any:

@@ -471,10 +471,19 @@ _OPEN, _STARTED, _DISCARDED = 0, 1, 2
 _FREE, _BOUND, _UNBOUND = 0, 1, 2
 
 
-def _ended_as(exc_type: type[BaseException] | None) -> int:
-    # How a phase with no batch ended: as a batch's __exit__ would have left it. A WebSocket session that
-    # ends with the client disconnecting has ended normally.
-    return _STARTED if exc_type is None or issubclass(exc_type, WebSocketDisconnect) else _DISCARDED
+def _ended_normally(exc_type: type[BaseException] | None) -> bool:
+    # A WebSocket session that ends with the client disconnecting has ended normally.
+    return exc_type is None or issubclass(exc_type, WebSocketDisconnect)
+
+
+def _end_phase(
+    batch: TasksBatch | None, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+) -> int:
+    """End a phase: start or discard its batch, if it has one; return how it ended (as the batch's state)."""
+    if batch is None:
+        return _STARTED if _ended_normally(exc_type) else _DISCARDED
+    batch.__exit__(exc_type, exc, tb)
+    return batch._state
 
 
 DEFAULT_MAX_THREADS = 40
@@ -572,8 +581,7 @@ class TasksBatch(_Schedulable):
     ) -> None:
         owner = self._owner
         if owner is not None and self._state is _OPEN:
-            # A WebSocket session that ends with the client disconnecting has ended normally.
-            if exc_type is None or issubclass(exc_type, WebSocketDisconnect):
+            if _ended_normally(exc_type):
                 owner._start_batch(self)
             elif self.phase is _AFTER_RESPONSE and owner._route_started():
                 self._discard(exc, _after_the_endpoint(exc))
@@ -940,25 +948,17 @@ class TasksScheduler(_Schedulable):
         batch = self._route
         return (self._route_state if batch is None else batch._state) is _STARTED
 
+    # The exit callbacks on FastAPI's two stacks: each ends its phase's batch, if there is one, and notes
+    # how the phase ended, for a batch first used after it.
     def _route_exit(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        batch = self._route
-        if batch is not None:
-            batch.__exit__(exc_type, exc, tb)
-            self._route_state = batch._state
-        else:
-            self._route_state = _ended_as(exc_type)
+        self._route_state = _end_phase(self._route, exc_type, exc, tb)
 
     def _response_exit(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        batch = self._response
-        if batch is not None:
-            batch.__exit__(exc_type, exc, tb)
-            self._response_state = batch._state
-        else:
-            self._response_state = _ended_as(exc_type)
+        self._response_state = _end_phase(self._response, exc_type, exc, tb)
 
     def __repr__(self) -> str:
         route = 0 if self._route is None else len(self._route.scheduled)
