@@ -147,6 +147,39 @@ def _ran_in_worker_threads(outcome: Outcome) -> None:
     }
 
 
+def cancelled_while_waiting_for_a_thread(probe: Probe) -> FastAPI:
+    # One thread for all the app's tasks, held by the first: the second, shielded, waits for it (in
+    # production on its limiter, under the recorder in the request's queue) when it is cancelled.
+    app = new_app(probe, max_threads=1)
+    release = threading.Event()
+
+    def blocker() -> str:
+        release.wait(5)
+        return "blocker"
+
+    def waiting() -> str:
+        probe.see("waiting", body_ran=True)
+        return "waiting"
+
+    @app.get("/")
+    async def endpoint(tasks: Tasks) -> None:
+        holding = probe.keep(tasks.task(name="blocker").schedule(blocker))
+        await holding.started.wait()  # it has the thread (on trio, two new tasks start in either order)
+        queued = probe.keep(tasks.task(name="waiting", shield=True).schedule(waiting))
+        for _ in range(3):  # time for the second to reach the limiter, where production gets it there
+            await anyio.lowlevel.checkpoint()
+        queued.cancel()
+        release.set()
+
+    return app
+
+
+def _cancelled_never_runs(outcome: Outcome) -> None:
+    assert outcome["requests"] == ["GET /: 200"]
+    assert statuses(outcome) == {"blocker": "succeeded", "waiting": "cancelled"}
+    assert "seen.body_ran" not in task_outcome(outcome, "waiting")
+
+
 def generator_function_refused(probe: Probe) -> FastAPI:
     app = new_app(probe)
 
@@ -468,6 +501,12 @@ SCENARIOS = [
         "A sync endpoint (run in a worker thread) schedules a sync task in each phase.",
         phases_sync_endpoint_sync_tasks,
         expect=_phases_ran_after_the_response,
+    ),
+    Scenario(
+        "cancelled-while-waiting-for-a-thread",
+        "A shielded sync task cancelled while another holds the app's only thread never runs its body.",
+        cancelled_while_waiting_for_a_thread,
+        expect=_cancelled_never_runs,
     ),
     Scenario(
         "sync-tasks-in-their-own-threads",
