@@ -1,0 +1,50 @@
+"""The seam between production and the testing toolkit: the one internal module `fastapi_tasks_testing` imports.
+
+This module is a contract. The recorder substitutes for production, and reads it, only through the
+names below; everything else private to `fastapi_tasks` may change without the toolkit noticing.
+Public names (`fastapi_tasks`, `fastapi_tasks.errors`, `fastapi_tasks.dispatchers.*`) are imported
+from where they are public. `tests/test_layout.py` keeps the toolkit to this rule.
+
+What crosses the seam:
+
+- the app's runtime (`Runtime`): how an app spawns, supervises and shuts down its tasks, which the
+  recorder wraps to record them;
+- running one task (`run_task`), containing what it raises, as production does;
+- the hooks at the bottom of FastAPI's per-request exit stacks (`push_at_bottom`);
+- the serving context (`serving`, `Serving`) and the lifespan state keys, by which a scheduler
+  finds its request and its app;
+- how the `Tasks` dependency resolves a request's runtime (`resolve_runtime`, `tasks_added`,
+  `resolution_watchers`);
+- the dispatch core that `enqueue()` uses (`prepare_dispatch`, `find_dispatcher`, `dispatch_error`);
+- how tasks and failures are named in logs (`callable_name`, `describe_exception`, `logger`).
+"""
+
+from __future__ import annotations
+
+from ._context import CONFIG_KEY, RUNTIME_KEY, TG_KEY, Serving, serving
+from ._dispatch import dispatch_error, find_dispatcher, prepare_dispatch
+from ._runner import callable_name, describe_exception, is_async_callable, logger, run_task
+from .dependencies import resolution_watchers, resolve_runtime, tasks_added
+from .tasks import _Runtime as Runtime
+from .tasks import push_at_bottom
+
+__all__ = [
+    "CONFIG_KEY",
+    "RUNTIME_KEY",
+    "TG_KEY",
+    "Runtime",
+    "Serving",
+    "callable_name",
+    "describe_exception",
+    "dispatch_error",
+    "find_dispatcher",
+    "is_async_callable",
+    "logger",
+    "prepare_dispatch",
+    "push_at_bottom",
+    "resolution_watchers",
+    "resolve_runtime",
+    "run_task",
+    "serving",
+    "tasks_added",
+]
