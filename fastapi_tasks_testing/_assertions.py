@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from fastapi_tasks import Phase, TaskStatus
-from fastapi_tasks._runner import describe_exception
+from fastapi_tasks._seam import describe_exception
 
 from ._matching import (
     Expected,

@@ -30,7 +30,7 @@ from starlette.requests import HTTPConnection
 from starlette.routing import BaseRoute, Host, Mount
 
 from fastapi_tasks import Phase, TaskConfig, TaskStatus
-from fastapi_tasks._runner import is_async_callable, run_task
+from fastapi_tasks._seam import is_async_callable, run_task
 from fastapi_tasks.errors import FastAPITasksError
 
 from ._records import RequestInfo, TaskRecord

@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from fastapi_tasks import Phase, TaskConfig, TaskStatus
-from fastapi_tasks._dispatch import DispatchTask, dispatch_error, find_dispatcher, prepare_dispatch
-from fastapi_tasks._runner import describe_exception
+from fastapi_tasks import DispatchTask, Phase, TaskConfig, TaskStatus
+from fastapi_tasks._seam import describe_exception, dispatch_error, find_dispatcher, prepare_dispatch
 
 from ._assertions import COUNT_OPTIONS, MATCH_OPTIONS, RecordQueries, bullet, check_times, times_text, were
 from ._engine import run_recorded

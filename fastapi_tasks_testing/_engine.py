@@ -23,9 +23,7 @@ from anyio.lowlevel import current_token
 from starlette.types import Scope
 
 from fastapi_tasks import Phase, Task, TaskConfig
-from fastapi_tasks._context import RUNTIME_KEY, TG_KEY, Serving, serving
-from fastapi_tasks._runner import run_task
-from fastapi_tasks.tasks import _Runtime, push_at_bottom
+from fastapi_tasks._seam import RUNTIME_KEY, TG_KEY, Runtime, Serving, push_at_bottom, run_task, serving
 
 from ._records import RequestInfo, TaskRecord
 
@@ -75,7 +73,7 @@ __all__ = ["RequestRuntime", "run_recorded", "runtime_of_the_request", "wait_at_
 ExitCallback = Callable[[type[BaseException] | None, BaseException | None, TracebackType | None], Any]
 
 
-class RequestRuntime(_Runtime):
+class RequestRuntime(Runtime):
     """The app's runtime as one request's tasks see it under the recorder.
 
     The same task group, threads, live tasks and shutdown as the app's real runtime; what differs
@@ -87,8 +85,8 @@ class RequestRuntime(_Runtime):
 
     __slots__ = ("_idle_event", "_queue", "_working", "real", "recorder", "request")
 
-    def __init__(self, real: _Runtime, recorder: Recorder, config: TaskConfig, request: RequestInfo | None) -> None:
-        # Not _Runtime.__init__: everything but the recording and the queue is the real runtime's.
+    def __init__(self, real: Runtime, recorder: Recorder, config: TaskConfig, request: RequestInfo | None) -> None:
+        # Not Runtime.__init__: everything but the recording and the queue is the real runtime's.
         self.real = real
         self.recorder = recorder
         self.request = request
@@ -200,7 +198,7 @@ def wait_at_bottom(stack: AsyncExitStack, runtime: RequestRuntime, *, shielded: 
     push_at_bottom(stack, wait_for_tasks, is_async=True)
 
 
-async def runtime_of_the_request(scope: Scope, config: TaskConfig) -> tuple[_Runtime, ExitCallback]:
+async def runtime_of_the_request(scope: Scope, config: TaskConfig) -> tuple[Runtime, ExitCallback]:
     """A runtime for one request of an app whose lifespan is not running (a bare `TestClient(app)`).
 
     Production has no such thing: run mode runs a request's tasks before the request ends, so a
@@ -221,7 +219,7 @@ async def runtime_of_the_request(scope: Scope, config: TaskConfig) -> tuple[_Run
         await tg.__aexit__(None, None, None)
         return False
 
-    return _Runtime(tg, config, None), close
+    return Runtime(tg, config, None), close
 
 
 async def run_recorded(task: Task[..., Any]) -> None:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from unittest import mock
 
 from fastapi_tasks import Phase, TaskStatus
-from fastapi_tasks._runner import callable_name
+from fastapi_tasks._seam import callable_name
 
 from ._timeline import format_call, short_repr
 

@@ -23,11 +23,16 @@ from starlette.routing import Host, Mount
 from starlette.types import Scope
 
 from fastapi_tasks import Phase, Task, TaskConfig, TasksScheduler, TaskStatus, get_tasks_scheduler
-from fastapi_tasks._context import CONFIG_KEY
-from fastapi_tasks._runner import logger
-from fastapi_tasks.dependencies import resolution_watchers, resolve_runtime, tasks_added
+from fastapi_tasks._seam import (
+    CONFIG_KEY,
+    Runtime,
+    logger,
+    push_at_bottom,
+    resolution_watchers,
+    resolve_runtime,
+    tasks_added,
+)
 from fastapi_tasks.errors import FastAPITasksError, FastAPITasksUninitializedAppError
-from fastapi_tasks.tasks import _Runtime, push_at_bottom
 
 from ._assertions import RecordQueries
 from ._background import BackgroundTaskRecord, hook_background_tasks, unhook_background_tasks
@@ -131,7 +136,7 @@ class RecordingScheduler(DispatchRecorder, TasksScheduler, RecordQueries):
         self._runtime = None
         self._override_problem: str | None = None
         # The app's runtime, once a request was served: the sync helpers run tasks on its event loop.
-        self._real_runtime: _Runtime | None = None
+        self._real_runtime: Runtime | None = None
         self.config = config or TaskConfig()
         self._init_batches()
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from fastapi_tasks import Phase, Task, TaskConfig, TaskStatus
-from fastapi_tasks._runner import is_async_callable
+from fastapi_tasks._seam import is_async_callable
 
 if TYPE_CHECKING:
     from starlette.types import Scope

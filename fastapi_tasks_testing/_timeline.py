@@ -7,7 +7,7 @@ import reprlib
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from fastapi_tasks._runner import describe_exception
+from fastapi_tasks._seam import describe_exception
 
 from ._records import TaskRecord
 

@@ -13,7 +13,7 @@ import pytest
 from fastapi import FastAPI
 
 from fastapi_tasks import TaskStatus
-from fastapi_tasks._runner import callable_name, describe_exception
+from fastapi_tasks._seam import callable_name, describe_exception
 
 from ._faults import unused_faults_report
 from ._recorder import MODES, RecordingScheduler
