@@ -1,0 +1,60 @@
+"""How a task is run: `TaskConfig`, merged from the app-wide config down to each task, and `TaskErrorHandler`."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+if TYPE_CHECKING:
+    # Type-only, and the one back-reference of the package: a config names the handler a task is given
+    # to, and a task holds its config. The two types refer to each other; neither module runs the other.
+    from .task import Task
+
+__all__ = ["TaskConfig", "TaskErrorHandler"]
+
+TaskErrorHandler: TypeAlias = Callable[["Task[..., Any]", Exception], "Awaitable[Any] | Any"]
+"""`on_error(task, exc)`: called after a task raised; sync handlers run in a worker thread."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskConfig:
+    """How a task is run. Every field left `None` is inherited from the config it is merged over.
+
+    Parameters:
+        name: the name used in logs and test reports; defaults to the function's qualified name.
+        shield: when true, the task survives the shutdown cancellation and is awaited at shutdown.
+        on_error: `on_error(task, exc)`, called (sync or async) after the task raised `exc`.
+        dispatch_timeout: for jobs handed to a distributed queue with `enqueue()`, the seconds a
+            dispatch may take before it fails with `DispatchError`; `None` inherits (default 5 s).
+    """
+
+    name: str | None = None
+    shield: bool | None = None
+    on_error: TaskErrorHandler | None = None
+    dispatch_timeout: float | None = None
+
+    @property
+    def shielded(self) -> bool:
+        """Whether the task is shielded from the shutdown cancellation (`shield=None` means no)."""
+        return bool(self.shield)
+
+    def merge(self, other: TaskConfig | None) -> TaskConfig:
+        """Return this config overridden by every field that `other` sets (is not `None`).
+
+        `app_config.merge(task_config)` is the config a task runs with.
+        """
+        if other is None or (
+            other.name is None and other.shield is None and other.on_error is None and other.dispatch_timeout is None
+        ):
+            return self
+        return TaskConfig(
+            name=self.name if other.name is None else other.name,
+            shield=self.shield if other.shield is None else other.shield,
+            on_error=self.on_error if other.on_error is None else other.on_error,
+            dispatch_timeout=self.dispatch_timeout if other.dispatch_timeout is None else other.dispatch_timeout,
+        )
+
+
+DEFAULT_CONFIG = TaskConfig()
+"""The config of a task that sets nothing: every field inherited."""
