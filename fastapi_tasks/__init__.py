@@ -7,11 +7,16 @@ imports from the package root are importable from here too.
 from __future__ import annotations
 
 from . import errors
-from ._dispatch import Dispatcher, DispatchTask, register_dispatcher
+from ._dispatch import Dispatcher, DispatchTask
 from ._phases import Phase, TaskStatus
+from .batch import TasksBatch
+from .config import TaskConfig, TaskErrorHandler
+from .definition import TaskDefinition
 from .dependencies import Tasks, add_tasks, get_tasks_scheduler
+from .dispatchers._registry import register_dispatcher
 from .errors import FastAPITasksError, FastAPITasksUninitializedAppError
-from .tasks import Task, TaskConfig, TaskDefinition, TaskErrorHandler, TasksBatch, TasksScheduler
+from .scheduler import TasksScheduler
+from .task import Task
 
 __all__ = [
     "DispatchTask",

@@ -1,16 +1,14 @@
-"""Handing jobs to distributed queues: the `Dispatcher` protocol, the dispatch task, adapter lookup.
+"""The dispatch core: the `Dispatcher` protocol that adapters implement, and `DispatchTask`, a dispatch's handle.
 
 An `enqueue()` is a scheduled task whose body is the dispatch, so names, shielding, `on_error`,
 the app-wide config, discarding and the shutdown grace period apply to it unchanged. The
-adapters for taskiq and Celery live in `fastapi_tasks.dispatchers` and are imported only when a
-job of theirs is enqueued: an app that never dispatches needs neither library.
+adapters for taskiq and Celery (`fastapi_tasks.dispatchers`) build on this module, and
+`fastapi_tasks.dispatchers._registry` finds the adapter of a job.
 """
 
 from __future__ import annotations
 
-import functools
 import inspect
-import sys
 from collections.abc import Callable, Collection
 from contextvars import ContextVar
 from typing import Any, Protocol, runtime_checkable
@@ -18,19 +16,17 @@ from typing import Any, Protocol, runtime_checkable
 import anyio
 import anyio.from_thread
 
-from ._phases import Phase, TaskStatus
+from ._phases import TaskStatus
 from .errors import DispatchBackendError, DispatchError, TaskNotFinishedError
-from .tasks import Task, TaskConfig
+from .task import Task
 
 __all__ = [
     "DEFAULT_DISPATCH_TIMEOUT",
     "DispatchTask",
     "Dispatcher",
+    "check_async_library",
     "dispatch_error",
     "dispatch_waiting_for",
-    "find_dispatcher",
-    "new_dispatch",
-    "register_dispatcher",
 ]
 
 DEFAULT_DISPATCH_TIMEOUT = 5.0
@@ -100,75 +96,6 @@ class Dispatcher(Protocol):
             Exception: whatever the job raised.
         """
         ...
-
-
-_registered: list[Dispatcher] = []
-_by_type: dict[type, Dispatcher] = {}
-
-
-def register_dispatcher(dispatcher: Dispatcher) -> None:
-    """Make `enqueue()` accept the jobs of another queue, through an adapter of your own.
-
-    Adapters registered later are asked first; the built-in taskiq and Celery adapters come last.
-
-    Raises:
-        TypeError: `dispatcher` does not implement the `Dispatcher` protocol.
-    """
-    if not isinstance(dispatcher, Dispatcher):
-        raise TypeError(f"register_dispatcher() needs a Dispatcher (see fastapi_tasks.Dispatcher), not {dispatcher!r}")
-    _registered.insert(0, dispatcher)
-    _by_type.clear()
-
-
-@functools.cache
-def _taskiq_dispatcher() -> Dispatcher:
-    from .dispatchers.taskiq import TaskiqDispatcher
-
-    return TaskiqDispatcher()
-
-
-@functools.cache
-def _celery_dispatcher() -> Dispatcher:
-    # One instance for the process: its dispatch threads are bounded per instance.
-    from .dispatchers.celery import CeleryDispatcher
-
-    return CeleryDispatcher()
-
-
-def _builtin_dispatchers() -> list[Dispatcher]:
-    # A job of a queue library can only exist once that library was imported: look in sys.modules
-    # so an app that dispatches to one queue never imports the other.
-    found: list[Dispatcher] = []
-    if "taskiq" in sys.modules:
-        found.append(_taskiq_dispatcher())
-    if "celery" in sys.modules:
-        found.append(_celery_dispatcher())
-    return found
-
-
-def find_dispatcher(job: object) -> Dispatcher:
-    """The adapter of the queue `job` belongs to.
-
-    Raises:
-        TypeError: no adapter accepts `job`.
-    """
-    job_type = type(job)
-    dispatcher = _by_type.get(job_type)
-    if dispatcher is not None and dispatcher.accepts(job):
-        return dispatcher
-    for candidate in (*_registered, *_builtin_dispatchers()):
-        if candidate.accepts(job):
-            _by_type[job_type] = candidate
-            return candidate
-    hint = (
-        "To run a plain function in this process, use schedule() instead."
-        if callable(job)
-        else "Pass the job itself and its arguments separately: enqueue(job, *args, **kwargs)."
-    )
-    raise TypeError(
-        f"Cannot enqueue {job!r}: it is not a job of a supported queue "
-        f"(a taskiq task made with @broker.task, or a Celery task made with @app.task). {hint}"
-    )
 
 
 def _running_library() -> str | None:
@@ -361,26 +288,3 @@ class DispatchTask(Task[..., Any]):
             _progress.reset(reset)
         # Reached only when the timeout cancelled the dispatch.
         raise dispatch_error(self, None, timeout=timeout, waiting_for=progress.waiting_for)
-
-
-def prepare_dispatch(job: object) -> tuple[Dispatcher, str]:
-    """Find `job`'s adapter, check the async library, and return the adapter and the job's name.
-
-    Raises:
-        TypeError: `job` is not a job of a supported queue.
-        DispatchBackendError: the queue cannot be dispatched to from the running async library.
-    """
-    dispatcher = find_dispatcher(job)
-    job_name = dispatcher.job_name(job)
-    check_async_library(dispatcher, job_name)
-    return dispatcher, job_name
-
-
-def new_dispatch(
-    job: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], config: TaskConfig, phase: Phase
-) -> DispatchTask:
-    """A pending dispatch of `job(*args, **kwargs)` in `phase`, its job id already fixed."""
-    dispatcher, job_name = prepare_dispatch(job)
-    task = DispatchTask(job, args, kwargs, config, phase=phase)
-    task._bind(dispatcher, dispatcher.new_job_id(job), job_name)
-    return task

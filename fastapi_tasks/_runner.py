@@ -7,9 +7,6 @@ Both the production scheduler and the testing toolkit's recorder run task bodies
 from __future__ import annotations
 
 import asyncio
-import functools
-import inspect
-import logging
 import math
 import sys
 from collections.abc import Callable
@@ -18,75 +15,25 @@ from types import CoroutineType, FunctionType
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import anyio
-import anyio.to_thread
 from anyio.lowlevel import RunVar
 
+from ._callables import call, callable_name, is_async_callable
 from ._context import Serving, serving
+from ._log import describe_exception, logger
 from ._phases import TaskStatus
+from .task import Task
 
 if TYPE_CHECKING:
     from starlette.types import Scope
 
-    from .tasks import Task
-
 __all__ = [
     "TaskHost",
-    "call",
-    "callable_name",
     "cancelled_by_us",
     "current_task_scope",
     "handle_error",
-    "is_async_callable",
-    "logger",
     "run_task",
     "run_unshielded",
 ]
-
-logger = logging.getLogger("fastapi_tasks")
-
-
-def is_async_callable(obj: object) -> bool:
-    """Whether calling `obj` returns a coroutine (functions, partials of them, objects with async `__call__`)."""
-    # Fast path, asked once per task run: a plain `async def` function, without inspect's unwrapping.
-    if type(obj) is FunctionType and obj.__code__.co_flags & CO_COROUTINE:
-        return True
-    while isinstance(obj, functools.partial):
-        obj = obj.func
-    return inspect.iscoroutinefunction(obj) or (
-        callable(obj) and inspect.iscoroutinefunction(getattr(obj, "__call__", None))  # noqa: B004
-    )
-
-
-def callable_name(func: object) -> str:
-    """A readable name for `func`: its qualified name, looking through `functools.partial`."""
-    if type(func) is FunctionType:  # fast path, asked once per task started: a plain function
-        return func.__qualname__
-    while isinstance(func, functools.partial):
-        func = func.func
-    name = getattr(func, "__qualname__", None)
-    if isinstance(name, str):
-        return name
-    return type(func).__qualname__
-
-
-async def call(
-    func: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    limiter: anyio.CapacityLimiter | None = None,
-) -> Any:
-    """Call `func` on the event loop if it is async, else in a worker thread, and return its result.
-
-    `limiter` bounds the worker threads (anyio's default limiter when `None`).
-    """
-    if is_async_callable(func):
-        return await func(*args, **kwargs)
-    # The result comes back boxed: trio refuses a worker-thread function that returns a coroutine.
-    [result] = await anyio.to_thread.run_sync(lambda: [func(*args, **kwargs)], limiter=limiter)
-    if inspect.isawaitable(result):
-        # A sync callable that returns an awaitable (a lambda wrapping a coroutine function, say).
-        result = await result
-    return result
 
 
 class TaskHost(Protocol):
@@ -300,9 +247,3 @@ async def handle_error(task: Task[..., Any], exc: Exception, limiter: anyio.Capa
         )
         if isinstance(handler_exc, KeyboardInterrupt | SystemExit):
             raise
-
-
-def describe_exception(exc: BaseException) -> str:
-    """`TypeName: message`, or just `TypeName` for an exception without a message."""
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

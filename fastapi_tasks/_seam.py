@@ -21,12 +21,15 @@ What crosses the seam:
 
 from __future__ import annotations
 
+from ._callables import callable_name, is_async_callable
 from ._context import CONFIG_KEY, RUNTIME_KEY, TG_KEY, Serving, serving
-from ._dispatch import dispatch_error, find_dispatcher, prepare_dispatch
-from ._runner import callable_name, describe_exception, is_async_callable, logger, run_task
+from ._dispatch import dispatch_error
+from ._log import describe_exception, logger
+from ._runner import run_task
+from ._runtime import Runtime
 from .dependencies import resolution_watchers, resolve_runtime, tasks_added
-from .tasks import _Runtime as Runtime
-from .tasks import push_at_bottom
+from .dispatchers._registry import find_dispatcher, prepare_dispatch
+from .scheduler import push_at_bottom
 
 __all__ = [
     "CONFIG_KEY",

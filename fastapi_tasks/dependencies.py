@@ -12,8 +12,10 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._context import CONFIG_KEY, RUNTIME_KEY, TG_KEY, Serving, serving
+from ._runtime import DEFAULT_MAX_THREADS, Runtime
+from .config import TaskConfig
 from .errors import FastAPITasksAlreadyInstalledError, FastAPITasksError, FastAPITasksUninitializedAppError
-from .tasks import DEFAULT_MAX_THREADS, TaskConfig, TasksScheduler, _Runtime
+from .scheduler import TasksScheduler
 
 __all__ = ["Tasks", "add_tasks", "get_tasks_scheduler"]
 
@@ -64,7 +66,7 @@ class _TasksMiddleware:
             )
         async with anyio.create_task_group() as tg:
             try:
-                runtime = _Runtime(
+                runtime = Runtime(
                     tg, self.config, self.shutdown_timeout, self.max_threads, native=True, eager_start=self.eager_start
                 )
             except FastAPITasksError as exc:
@@ -163,7 +165,7 @@ def add_tasks(
     )
 
 
-def resolve_runtime(scope: Scope) -> _Runtime:
+def resolve_runtime(scope: Scope) -> Runtime:
     """The app-wide runtime serving the request of `scope`.
 
     Raises:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar, overload
 
-from ._runner import call
+from ._callables import call
 
 __all__ = ["always_async_call"]
 

@@ -34,7 +34,8 @@ from fastapi_tasks import (
     add_tasks,
     register_dispatcher,
 )
-from fastapi_tasks._dispatch import DEFAULT_DISPATCH_TIMEOUT, find_dispatcher
+from fastapi_tasks._dispatch import DEFAULT_DISPATCH_TIMEOUT
+from fastapi_tasks.dispatchers._registry import find_dispatcher
 from fastapi_tasks.errors import DispatchBackendError, DispatchError, TaskNotFinishedError
 
 Backend = Literal["asyncio", "trio"]
@@ -451,7 +452,7 @@ async def test_the_taskiq_adapter_sends_with_the_job_id_fixed_before_dispatch(an
 def test_the_builtin_adapters_are_offered_only_once_their_library_was_imported(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from fastapi_tasks._dispatch import _builtin_dispatchers
+    from fastapi_tasks.dispatchers._registry import _builtin_dispatchers
 
     assert [dispatcher.backend for dispatcher in _builtin_dispatchers()] == ["taskiq", "celery"]
     assert [repr(dispatcher) for dispatcher in _builtin_dispatchers()] == ["<TaskiqDispatcher>", "<CeleryDispatcher>"]

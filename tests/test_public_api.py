@@ -15,7 +15,16 @@ import fastapi_tasks.errors
 import fastapi_tasks.utils
 
 # The modules whose `__all__` the package root re-exports.
-SUBMODULES = ["fastapi_tasks._phases", "fastapi_tasks.dependencies", "fastapi_tasks.tasks"]
+SUBMODULES = [
+    "fastapi_tasks._phases",
+    "fastapi_tasks.batch",
+    "fastapi_tasks.config",
+    "fastapi_tasks.definition",
+    "fastapi_tasks.dependencies",
+    "fastapi_tasks.scheduler",
+    "fastapi_tasks.task",
+    "fastapi_tasks.tasks",
+]
 
 
 def public_names(module: ModuleType) -> set[str]:

@@ -59,7 +59,7 @@ def test_a_configured_definition_checks_arguments_as_schedule_does(tmp_path: Pat
     # lines and the error codes do not.)
     said = mypy_says(tmp_path, SCHEDULING)
 
-    assert (15, 'Revealed type is "fastapi_tasks.tasks.Task[[url: str], bytes]"') in said
+    assert (15, 'Revealed type is "fastapi_tasks.task.Task[[url: str], bytes]"') in said
     assert sorted({line for line, _ in said}) == [15, 16, 17, 18, 19]
     errors = {line: {what for where, what in said if where == line} for line in (16, 17, 18, 19)}
     assert errors[16] == errors[17]  # the same mistake, the same verdict, with or without task(...)

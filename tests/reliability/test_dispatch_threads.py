@@ -21,9 +21,10 @@ from celery import Celery
 from celery import Task as CeleryTask
 from fastapi import FastAPI
 
-import fastapi_tasks._dispatch
+import fastapi_tasks.dispatchers._registry
 from fastapi_tasks import DispatchTask, Tasks, TasksScheduler, TaskStatus, add_tasks, register_dispatcher
-from fastapi_tasks._dispatch import _celery_dispatcher, dispatch_waiting_for
+from fastapi_tasks._dispatch import dispatch_waiting_for
+from fastapi_tasks.dispatchers._registry import _celery_dispatcher
 from fastapi_tasks.dispatchers.celery import DEFAULT_MAX_THREADS, CeleryDispatcher, _workers
 from fastapi_tasks.errors import DispatchError
 
@@ -83,8 +84,8 @@ def silent_broker() -> Iterator[SilentBroker]:
 @pytest.fixture
 def isolated_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     """Dispatchers registered by the test are forgotten after it."""
-    monkeypatch.setattr(fastapi_tasks._dispatch, "_registered", [])
-    monkeypatch.setattr(fastapi_tasks._dispatch, "_by_type", {})
+    monkeypatch.setattr(fastapi_tasks.dispatchers._registry, "_registered", [])
+    monkeypatch.setattr(fastapi_tasks.dispatchers._registry, "_by_type", {})
 
 
 async def threads_come_back(broker: SilentBroker, dispatcher: CeleryDispatcher) -> None:
