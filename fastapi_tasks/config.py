@@ -26,13 +26,17 @@ class TaskConfig:
         shield: when true, the task survives the shutdown cancellation and is awaited at shutdown.
         on_error: `on_error(task, exc)`, called (sync or async) after the task raised `exc`.
         dispatch_timeout: for jobs handed to a distributed queue with `enqueue()`, the seconds a
-            dispatch may take before it fails with `DispatchError`; `None` inherits (default 5 s).
+            dispatch attempt may take before it is given up; `None` inherits (default 5 s).
+        dispatch_deadline: for jobs handed to a distributed queue with `enqueue()`, the seconds a
+            dispatch may keep retrying while the broker is unreachable before it fails with
+            `DispatchError`; `None` inherits (default 60 s).
     """
 
     name: str | None = None
     shield: bool | None = None
     on_error: TaskErrorHandler | None = None
     dispatch_timeout: float | None = None
+    dispatch_deadline: float | None = None
 
     @property
     def shielded(self) -> bool:
@@ -45,7 +49,11 @@ class TaskConfig:
         `app_config.merge(task_config)` is the config a task runs with.
         """
         if other is None or (
-            other.name is None and other.shield is None and other.on_error is None and other.dispatch_timeout is None
+            other.name is None
+            and other.shield is None
+            and other.on_error is None
+            and other.dispatch_timeout is None
+            and other.dispatch_deadline is None
         ):
             return self
         return TaskConfig(
@@ -53,6 +61,7 @@ class TaskConfig:
             shield=self.shield if other.shield is None else other.shield,
             on_error=self.on_error if other.on_error is None else other.on_error,
             dispatch_timeout=self.dispatch_timeout if other.dispatch_timeout is None else other.dispatch_timeout,
+            dispatch_deadline=self.dispatch_deadline if other.dispatch_deadline is None else other.dispatch_deadline,
         )
 
 

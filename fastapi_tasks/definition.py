@@ -6,6 +6,7 @@ The scheduler and its batches share `schedule()`, `enqueue()` and `task()` throu
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast, overload
 
@@ -138,6 +139,7 @@ class Schedulable:
         shield: bool | None = None,
         on_error: TaskErrorHandler | None = None,
         dispatch_timeout: float | None = None,
+        dispatch_deadline: float | None = None,
     ) -> TaskDefinition[..., Any]:
         """Return a definition whose `.schedule(...)` uses this configuration merged over the app-wide one.
 
@@ -145,15 +147,28 @@ class Schedulable:
             name: the task's name in logs and test reports.
             shield: whether the task survives the shutdown cancellation.
             on_error: `on_error(task, exc)`, called after the task raised.
-            dispatch_timeout: seconds an `.enqueue(...)` dispatch may take before it fails.
+            dispatch_timeout: seconds one attempt of an `.enqueue(...)` dispatch may take.
+            dispatch_deadline: seconds an `.enqueue(...)` dispatch may keep retrying while its broker
+                is unreachable before it fails.
+
+        Raises:
+            TypeError: `name` is not a str, or `on_error` is not callable.
+            ValueError: `dispatch_timeout` or `dispatch_deadline` is not a positive number of seconds.
         """
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str or None, not {name!r}")
         if on_error is not None and not callable(on_error):
             raise TypeError(f"on_error must be a callable taking (task, exc), not {on_error!r}")
-        if dispatch_timeout is not None and (
-            isinstance(dispatch_timeout, bool) or not isinstance(dispatch_timeout, int | float) or dispatch_timeout <= 0
-        ):
-            raise ValueError(f"dispatch_timeout must be a positive number of seconds or None, not {dispatch_timeout!r}")
-        config = TaskConfig(name=name, shield=shield, on_error=on_error, dispatch_timeout=dispatch_timeout)
+        for option, seconds in (("dispatch_timeout", dispatch_timeout), ("dispatch_deadline", dispatch_deadline)):
+            if seconds is not None and (
+                isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds < math.inf
+            ):
+                raise ValueError(f"{option} must be a positive number of seconds or None, not {seconds!r}")
+        config = TaskConfig(
+            name=name,
+            shield=shield,
+            on_error=on_error,
+            dispatch_timeout=dispatch_timeout,
+            dispatch_deadline=dispatch_deadline,
+        )
         return TaskDefinition(self, self._base_config().merge(config))
