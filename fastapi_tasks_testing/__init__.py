@@ -16,7 +16,8 @@ from ._capture import CapturedRecords
 from ._dispatch import DispatchQueries, DispatchRecord, JobRuns
 from ._faults import Fault
 from ._matching import Predicate, TaskSpec
-from ._recorder import MODES, Mode, RecordingScheduler, RequestRecords
+from ._mode import MODES, Mode
+from ._recorder import RecordingScheduler, RequestRecords
 from ._records import RequestInfo, TaskRecord
 from ._timeline import render_timeline
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
@@ -22,11 +22,9 @@ from ._assertions import COUNT_OPTIONS, MATCH_OPTIONS, RecordQueries, bullet, ch
 from ._engine import run_recorded
 from ._faults import Fault, check_exception
 from ._matching import Expected, Predicate, TaskSpec, matches_task, parse_phase, task_label
+from ._mode import Mode
 from ._records import RequestInfo, TaskRecord
 from ._timeline import format_call, one_line, outcome, short_repr, shorten_message
-
-if TYPE_CHECKING:
-    from ._recorder import Mode
 
 __all__ = ["DispatchQueries", "DispatchRecord", "DispatchRecorder", "JobRuns"]
 

@@ -11,7 +11,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Coroutine, Iterator, Sequence
-from typing import Any, Literal, NoReturn, TypeAlias, TypeVar, cast
+from typing import Any, NoReturn, TypeVar, cast
 
 import anyio
 import anyio.from_thread
@@ -41,16 +41,13 @@ from ._dispatch import DispatchQueries, DispatchRecorder
 from ._engine import RequestRuntime, run_recorded, runtime_of_the_request, wait_at_bottom
 from ._faults import Fault, check_exception, check_spec
 from ._matching import Expected, Predicate, TaskSpec, matches_task, parse_status
+from ._mode import MODES, Mode
 from ._records import RequestInfo, TaskRecord
 
-__all__ = ["MODES", "Mode", "RecordingScheduler", "RequestRecords"]
+__all__ = ["RecordingScheduler", "RequestRecords"]
 
 T = TypeVar("T")
 
-Mode: TypeAlias = Literal["run", "record", "spy"]
-"""How a `RecordingScheduler` treats the tasks it records: "run", "record" or "spy"."""
-MODES: tuple[Mode, ...] = ("run", "record", "spy")
-"""Every `Mode`, in the order error messages list them."""
 _PHASE_ORDER = (Phase.IMMEDIATE, Phase.AFTER_ROUTE, Phase.AFTER_RESPONSE)
 _MAX_PASSES = 1000  # run_pending(): a pass runs one phase's pending tasks; three suffice unless tasks schedule more
 _OPEN, _STARTED = 0, 1  # TasksBatch states: once started, later tasks are refused rather than lost.

@@ -16,7 +16,8 @@ from fastapi_tasks import TaskStatus
 from fastapi_tasks._seam import callable_name, describe_exception
 
 from ._faults import unused_faults_report
-from ._recorder import MODES, RecordingScheduler
+from ._mode import MODES
+from ._recorder import RecordingScheduler
 from ._records import TaskRecord
 from ._timeline import format_call, outcome, render_timeline
 
