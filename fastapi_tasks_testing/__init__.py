@@ -17,9 +17,9 @@ from ._dispatch import DispatchQueries, DispatchRecord, JobRuns
 from ._faults import Fault
 from ._matching import Predicate, TaskSpec
 from ._mode import MODES, Mode
-from ._recorder import RecordingScheduler, RequestRecords
 from ._records import RequestInfo, TaskRecord
 from ._timeline import render_timeline
+from .recorder import RecordingScheduler, RequestRecords
 
 __all__ = [
     "MODES",

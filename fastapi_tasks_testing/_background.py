@@ -36,7 +36,7 @@ from fastapi_tasks.errors import FastAPITasksError
 from ._records import RequestInfo, TaskRecord
 
 if TYPE_CHECKING:
-    from ._recorder import RecordingScheduler
+    from .recorder import RecordingScheduler
 
 __all__ = ["BackgroundTaskRecord", "RecordingBackgroundTasks", "hook_background_tasks", "unhook_background_tasks"]
 

@@ -8,7 +8,7 @@ from ._dispatch import DispatchQueries
 from ._records import TaskRecord
 
 if TYPE_CHECKING:
-    from ._recorder import RecordingScheduler
+    from .recorder import RecordingScheduler
 
 __all__ = ["CapturedRecords"]
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 
 class Recorder(Protocol):
-    """What the engine needs of the recorder that uses it (the recorder itself, in `_recorder.py`)."""
+    """What the engine needs of the recorder that uses it (the recorder itself, in `recorder.py`)."""
 
     @property
     def mode(self) -> str:

@@ -19,7 +19,7 @@ __all__ = ["RequestInfo", "TaskKeeper", "TaskRecord"]
 
 
 class TaskKeeper(Protocol):
-    """What a record needs of the recorder that keeps it (the recorder itself, in `_recorder.py`)."""
+    """What a record needs of the recorder that keeps it (the recorder itself, in `recorder.py`)."""
 
     def _target_for(self, record: TaskRecord) -> Callable[..., Any]:
         """The function to run for `record`: its own, or a fault or a fake the test injected."""

@@ -17,9 +17,9 @@ from fastapi_tasks._seam import callable_name, describe_exception
 
 from ._faults import unused_faults_report
 from ._mode import MODES
-from ._recorder import RecordingScheduler
 from ._records import TaskRecord
 from ._timeline import format_call, outcome, render_timeline
+from .recorder import RecordingScheduler
 
 __all__ = ["pytest_addoption", "pytest_configure", "pytest_runtest_makereport", "tasks_recorder"]
 
