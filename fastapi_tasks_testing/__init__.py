@@ -12,13 +12,13 @@ from typing import Any
 from fastapi_tasks import Phase, TaskStatus
 
 from ._assertions import RecordQueries
-from ._capture import CapturedRecords
 from ._dispatch import DispatchQueries, DispatchRecord, JobRuns
 from ._faults import Fault
 from ._matching import Predicate, TaskSpec
 from ._mode import MODES, Mode
 from ._records import RequestInfo, TaskRecord
 from ._timeline import render_timeline
+from ._views import CapturedRecords
 from .recorder import RecordingScheduler, RequestRecords
 
 __all__ = [

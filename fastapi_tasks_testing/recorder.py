@@ -36,13 +36,13 @@ from fastapi_tasks.errors import FastAPITasksError, FastAPITasksUninitializedApp
 
 from ._assertions import RecordQueries
 from ._background import BackgroundTaskRecord, hook_background_tasks, unhook_background_tasks
-from ._capture import CapturedRecords
 from ._dispatch import DispatchQueries, DispatchRecorder
 from ._engine import RequestRuntime, run_recorded, runtime_of_the_request, wait_at_bottom
 from ._faults import Fault, check_exception, check_spec
 from ._matching import Expected, Predicate, TaskSpec, matches_task, parse_status
 from ._mode import MODES, Mode
 from ._records import RequestInfo, TaskRecord
+from ._views import CapturedRecords
 
 __all__ = ["RecordingScheduler", "RequestRecords"]
 

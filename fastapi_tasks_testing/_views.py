@@ -1,4 +1,4 @@
-"""Block-scoped views: the records a `with tasks_recorder.capture() as new:` block added."""
+"""Views of the records: the records a `with tasks_recorder.capture() as new:` block added."""
 
 from __future__ import annotations
 
