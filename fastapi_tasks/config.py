@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -30,6 +31,10 @@ class TaskConfig:
         dispatch_deadline: for jobs handed to a distributed queue with `enqueue()`, the seconds a
             dispatch may keep retrying while the broker is unreachable before it fails with
             `DispatchError`; `None` inherits (default 60 s).
+
+    Raises:
+        TypeError: `name` is not a str, `shield` not a bool, or `on_error` not callable.
+        ValueError: `dispatch_timeout` or `dispatch_deadline` is not a positive number of seconds.
     """
 
     name: str | None = None
@@ -37,6 +42,24 @@ class TaskConfig:
     on_error: TaskErrorHandler | None = None
     dispatch_timeout: float | None = None
     dispatch_deadline: float | None = None
+
+    def __post_init__(self) -> None:
+        # Checked where the config is built: `add_tasks(app, config=TaskConfig(on_error=1))` would
+        # otherwise surface only when a task fails, as a logged TypeError of the handler call.
+        if self.name is not None and not isinstance(self.name, str):
+            raise TypeError(f"name must be a str or None, not {self.name!r}")
+        if self.shield is not None and not isinstance(self.shield, bool):
+            raise TypeError(f"shield must be True, False or None, not {self.shield!r}")
+        if self.on_error is not None and not callable(self.on_error):
+            raise TypeError(f"on_error must be a callable taking (task, exc), not {self.on_error!r}")
+        for option, seconds in (
+            ("dispatch_timeout", self.dispatch_timeout),
+            ("dispatch_deadline", self.dispatch_deadline),
+        ):
+            if seconds is not None and (
+                isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds < math.inf
+            ):
+                raise ValueError(f"{option} must be a positive number of seconds or None, not {seconds!r}")
 
     @property
     def shielded(self) -> bool:

@@ -6,7 +6,6 @@ The scheduler and its batches share `schedule()`, `enqueue()` and `task()` throu
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast, overload
 
@@ -152,18 +151,9 @@ class Schedulable:
                 is unreachable before it fails.
 
         Raises:
-            TypeError: `name` is not a str, or `on_error` is not callable.
+            TypeError: `name` is not a str, `shield` not a bool, or `on_error` not callable (checked by `TaskConfig`).
             ValueError: `dispatch_timeout` or `dispatch_deadline` is not a positive number of seconds.
         """
-        if name is not None and not isinstance(name, str):
-            raise TypeError(f"name must be a str or None, not {name!r}")
-        if on_error is not None and not callable(on_error):
-            raise TypeError(f"on_error must be a callable taking (task, exc), not {on_error!r}")
-        for option, seconds in (("dispatch_timeout", dispatch_timeout), ("dispatch_deadline", dispatch_deadline)):
-            if seconds is not None and (
-                isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds < math.inf
-            ):
-                raise ValueError(f"{option} must be a positive number of seconds or None, not {seconds!r}")
         config = TaskConfig(
             name=name,
             shield=shield,
