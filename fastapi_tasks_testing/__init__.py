@@ -18,8 +18,8 @@ from ._matching import Predicate, TaskSpec
 from ._mode import MODES, Mode
 from ._records import RequestInfo, TaskRecord
 from ._timeline import render_timeline
-from ._views import CapturedRecords
-from .recorder import RecordingScheduler, RequestRecords
+from ._views import CapturedRecords, RequestRecords
+from .recorder import RecordingScheduler
 
 __all__ = [
     "MODES",

@@ -36,15 +36,15 @@ from fastapi_tasks.errors import FastAPITasksError, FastAPITasksUninitializedApp
 
 from ._assertions import RecordQueries
 from ._background import BackgroundTaskRecord, hook_background_tasks, unhook_background_tasks
-from ._dispatch import DispatchQueries, DispatchRecorder
+from ._dispatch import DispatchRecorder
 from ._engine import RequestRuntime, run_recorded, runtime_of_the_request, wait_at_bottom
 from ._faults import Fault, check_exception, check_spec
 from ._matching import Expected, Predicate, TaskSpec, matches_task, parse_status
 from ._mode import MODES, Mode
 from ._records import RequestInfo, TaskRecord
-from ._views import CapturedRecords
+from ._views import CapturedRecords, RequestRecords
 
-__all__ = ["RecordingScheduler", "RequestRecords"]
+__all__ = ["RecordingScheduler"]
 
 T = TypeVar("T")
 
@@ -734,32 +734,6 @@ recording_dependency.__signature__ = inspect.Signature(  # type: ignore[attr-def
     [inspect.Parameter("connection", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=HTTPConnection)],
     return_annotation=TasksScheduler,
 )
-
-
-class RequestRecords(DispatchQueries):
-    """The records of some requests only: what `RecordingScheduler.for_request()` returns."""
-
-    def __init__(self, recorder: RecordingScheduler, predicate: Callable[[RequestInfo], bool], label: str) -> None:
-        self._recorder = recorder
-        self._predicate = predicate
-        self._label = label
-
-    def __repr__(self) -> str:
-        return f"<RequestRecords {self._label}: {len(self.records)} records>"
-
-    @property
-    def records(self) -> list[TaskRecord]:
-        """The records scheduled by the matching requests."""
-        return [r for r in self._recorder.records if r.request is not None and self._predicate(r.request)]
-
-    def _all_records(self) -> list[TaskRecord]:
-        return self._recorder.records
-
-    def _scope_label(self) -> str:
-        return f" (this view: {self._label})"
-
-    def _install_hint(self) -> str:
-        return self._recorder._install_hint()
 
 
 def _apps_served_by(app: FastAPI) -> list[FastAPI]:
