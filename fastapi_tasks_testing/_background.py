@@ -18,7 +18,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, Any, ParamSpec
+from typing import Any, ParamSpec, Protocol
 
 import fastapi
 import fastapi.dependencies.utils as fastapi_utils
@@ -33,20 +33,42 @@ from fastapi_tasks import Phase, TaskConfig, TaskStatus
 from fastapi_tasks._seam import is_async_callable, run_task
 from fastapi_tasks.errors import FastAPITasksError
 
-from ._records import RequestInfo, TaskRecord
+from ._records import RequestInfo, TaskKeeper, TaskRecord
 
-if TYPE_CHECKING:
-    from .recorder import RecordingScheduler
-
-__all__ = ["BackgroundTaskRecord", "RecordingBackgroundTasks", "hook_background_tasks", "unhook_background_tasks"]
+__all__ = [
+    "BackgroundRecorder",
+    "BackgroundTaskRecord",
+    "RecordingBackgroundTasks",
+    "hook_background_tasks",
+    "unhook_background_tasks",
+]
 
 P = ParamSpec("P")
 
 _HOOK = "BackgroundTasks"  # the name solve_dependencies looks up to create a request's BackgroundTasks
 _NO_CONFIG = TaskConfig()  # BackgroundTasks know nothing of fastapi-tasks' config: no name, shield or on_error
 _lock = threading.Lock()
-_recorders: dict[FastAPI, list[RecordingScheduler]] = {}
+_recorders: dict[FastAPI, list[BackgroundRecorder]] = {}
 """The recorders installed on each app; the last one installed records its requests."""
+
+
+class BackgroundRecorder(TaskKeeper, Protocol):
+    """What recording `BackgroundTasks` needs of the recorder (the recorder itself, in `recorder.py`)."""
+
+    @property
+    def mode(self) -> str:
+        """ "run", "record" or "spy"."""
+        ...
+
+    def _runs(self, record: TaskRecord) -> bool:
+        """Whether the recorder lets `record` run now (not in record mode, not held)."""
+        ...
+
+    def _record_background(
+        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], request: RequestInfo
+    ) -> BackgroundTaskRecord:
+        """Record a task added to a request's `BackgroundTasks`."""
+        ...
 
 
 class BackgroundTaskRecord(TaskRecord):
@@ -61,7 +83,7 @@ class BackgroundTaskRecord(TaskRecord):
 
     def __init__(
         self,
-        recorder: RecordingScheduler,
+        recorder: BackgroundRecorder,
         func: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
@@ -113,7 +135,7 @@ class RecordingBackgroundTasks(BackgroundTasks):
 class _RequestTasks:
     """One request's `BackgroundTasks` as its recorder sees them."""
 
-    def __init__(self, recorder: RecordingScheduler, connection: HTTPConnection) -> None:
+    def __init__(self, recorder: BackgroundRecorder, connection: HTTPConnection) -> None:
         self.recorder = recorder
         self.request = RequestInfo.from_scope(connection.scope)
         self.websocket = connection.scope["type"] == "websocket"
@@ -270,7 +292,7 @@ def _uses_background_tasks(routes: Sequence[BaseRoute]) -> bool:
     return False
 
 
-def hook_background_tasks(recorder: RecordingScheduler, apps: Sequence[FastAPI]) -> None:
+def hook_background_tasks(recorder: BackgroundRecorder, apps: Sequence[FastAPI]) -> None:
     """Record the `BackgroundTasks` of requests to `apps` with `recorder`, until `unhook_background_tasks`.
 
     Raises:
@@ -288,7 +310,7 @@ def hook_background_tasks(recorder: RecordingScheduler, apps: Sequence[FastAPI])
             _recorders.setdefault(app, []).append(recorder)
 
 
-def unhook_background_tasks(recorder: RecordingScheduler) -> None:
+def unhook_background_tasks(recorder: BackgroundRecorder) -> None:
     """Stop recording `BackgroundTasks` with `recorder`; put FastAPI's class back after the last recorder."""
     with _lock:
         for app, recorders in list(_recorders.items()):
