@@ -6,8 +6,8 @@ import contextlib
 import itertools
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator, Sequence
-from typing import Any, NoReturn, TypeVar, cast
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn
 
 import anyio
 import anyio.from_thread
@@ -21,6 +21,7 @@ from fastapi_tasks.errors import FastAPITasksError
 
 from ._assertions import RecordQueries
 from ._background import BackgroundTaskRecord
+from ._control import Control
 from ._dispatch import DispatchRecorder
 from ._engine import run_recorded
 from ._faults import Fault, check_exception, check_spec
@@ -28,14 +29,10 @@ from ._install import Installing
 from ._matching import Expected, Predicate, TaskSpec, matches_task, parse_status
 from ._mode import MODES, Mode
 from ._records import RequestInfo, TaskRecord
+from ._sync import check_no_running_loop, on_the_apps_loop
 from ._views import CapturedRecords, RequestRecords
 
 __all__ = ["RecordingScheduler"]
-
-T = TypeVar("T")
-
-_PHASE_ORDER = (Phase.IMMEDIATE, Phase.AFTER_ROUTE, Phase.AFTER_RESPONSE)
-_MAX_PASSES = 1000  # run_pending(): a pass runs one phase's pending tasks; three suffice unless tasks schedule more
 _POLL = 0.002  # seconds between two looks at the records while waiting for tasks that run elsewhere
 _pause = threading.Event()  # never set: its wait() is a pause that no signal handler cuts short
 _REACHED = {
@@ -49,7 +46,7 @@ _REACHED = {
 }
 
 
-class RecordingScheduler(Installing, DispatchRecorder, TasksScheduler, RecordQueries):
+class RecordingScheduler(Installing, Control, DispatchRecorder, TasksScheduler, RecordQueries):
     """A `TasksScheduler` that records every task it is given, for tests.
 
     Installed on an app (`install(app)`, or the `tasks_recorder` pytest fixture) it overrides the
@@ -212,30 +209,6 @@ class RecordingScheduler(Installing, DispatchRecorder, TasksScheduler, RecordQue
         self._faults.append(fault)
         return fault
 
-    def allow(self, *tasks: TaskSpec) -> None:
-        """In "record" mode, let the matching tasks run as in "run" mode; every other task is only recorded."""
-        for task in tasks:
-            check_spec("allow()", task)
-        self._allowed.extend(tasks)
-
-    def hold(self, *tasks: TaskSpec) -> None:
-        """Keep the matching tasks from running: they stay "pending", to test what happens before they run.
-
-        In "run" mode the other tasks run as usual; in "record" mode a held task does not run even
-        when `allow()`ed. `run_pending(only=task)` runs a held task later.
-
-        Raises:
-            FastAPITasksError: in "spy" mode, where the app's real scheduler runs every task.
-        """
-        for task in tasks:
-            check_spec("hold()", task)
-        if self.mode == "spy":
-            raise FastAPITasksError(
-                "hold() cannot keep tasks pending in spy mode: the app's real scheduler runs them. "
-                "Use run mode (the default) or record mode to hold tasks."
-            )
-        self._held.extend(tasks)
-
     def ignore(self, *tasks: TaskSpec) -> None:
         """Exempt the matching tasks and dispatches from strict mode: noise no assertion needs to match."""
         for task in tasks:
@@ -247,13 +220,6 @@ class RecordingScheduler(Installing, DispatchRecorder, TasksScheduler, RecordQue
             if fault.kind != "fail_dispatch" and fault.applies_to(record):
                 return fault.target(record)
         return record.func
-
-    def _runs(self, record: TaskRecord) -> bool:
-        if self._held and any(matches_task(record, spec) for spec in self._held):
-            return False
-        if self.mode != "record":
-            return True
-        return any(matches_task(record, spec) for spec in self._allowed)
 
     def _unasserted(self) -> list[TaskRecord]:
         """The records that no assertion matched and `ignore()` does not exempt: what strict mode reports."""
@@ -316,91 +282,6 @@ class RecordingScheduler(Installing, DispatchRecorder, TasksScheduler, RecordQue
 
     # --- running recorded tasks ----------------------------------------------------------------
 
-    async def run_pending(
-        self,
-        *,
-        phase: Phase | str | None = None,
-        only: TaskSpec | Sequence[TaskSpec] | None = None,
-        exclude: TaskSpec | Sequence[TaskSpec] | None = None,
-        limit: int | None = None,
-    ) -> list[TaskRecord]:
-        """Run the pending tasks one at a time: phase by phase, each phase in scheduling order.
-
-        Tasks that the tasks it runs schedule are run too, in their phase's turn: an earlier phase
-        gets its turn again before a later one goes on. It returns when no chosen task is pending.
-
-        Parameters:
-            phase: run only this phase's pending tasks.
-            only: run only these tasks (a function or a name, or a list of them).
-            exclude: leave these tasks pending.
-            limit: run at most this many tasks.
-
-        Returns:
-            The records that were run.
-
-        Raises:
-            RuntimeError: the tasks kept scheduling more tasks (one that reschedules itself, say).
-        """
-        phases = _PHASE_ORDER if phase is None else (Phase(phase),)
-        chosen, left = _task_specs("only", only), _task_specs("exclude", exclude)
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            raise ValueError(f"limit must be a number of tasks from 1, or None for no limit, not {limit!r}")
-
-        def runs(record: TaskRecord) -> bool:
-            return (
-                record.status is TaskStatus.PENDING
-                and (only is None or any(matches_task(record, spec) for spec in chosen))
-                and not any(matches_task(record, spec) for spec in left)
-            )
-
-        ran: list[TaskRecord] = []
-        for _ in range(_MAX_PASSES):
-            pending: list[TaskRecord] = []
-            for wanted in phases:
-                pending = [r for r in self.records if r.phase is wanted and runs(r)]
-                if pending:
-                    break
-            if not pending:
-                return ran
-            for record in pending:
-                if limit is not None and len(ran) >= limit:
-                    return ran
-                if record.status is TaskStatus.PENDING:  # a BackgroundTasks task after one that failed is discarded
-                    await run_recorded(record)
-                    ran.append(record)
-        names = ", ".join(sorted({repr(r.name) for r in self.records if r.status is TaskStatus.PENDING}))
-        raise RuntimeError(
-            f"run_pending() gave up after {_MAX_PASSES:,} passes: the tasks it runs keep scheduling more "
-            f"(still pending: {names}). Stand in for the task that reschedules itself with "
-            "tasks_recorder.replace(task, fake)."
-        )
-
-    def run_pending_sync(
-        self,
-        *,
-        phase: Phase | str | None = None,
-        only: TaskSpec | Sequence[TaskSpec] | None = None,
-        exclude: TaskSpec | Sequence[TaskSpec] | None = None,
-        limit: int | None = None,
-    ) -> list[TaskRecord]:
-        """`run_pending()` for a sync test.
-
-        The tasks run on the app's event loop while its lifespan runs (a `TestClient` used as a
-        context manager keeps one): what the lifespan bound to that loop (a connection pool, say)
-        works in them. Otherwise they run in an event loop of their own.
-        """
-        _check_no_running_loop("run_pending_sync", "run_pending")
-        return self._on_the_apps_loop(lambda: self.run_pending(phase=phase, only=only, exclude=exclude, limit=limit))
-
-    def _on_the_apps_loop(self, func: Callable[[], Coroutine[Any, Any, T]]) -> T:
-        real = self._real_runtime
-        if real is not None and not real.closed:
-            try:
-                return anyio.from_thread.run(func, token=real.token)
-            except anyio.RunFinishedError:
-                pass  # the app's loop has ended since
-        return anyio.run(func)
-
     async def shutdown(self) -> None:
         """Simulate the app's shutdown as production does it.
 
@@ -421,8 +302,8 @@ class RecordingScheduler(Installing, DispatchRecorder, TasksScheduler, RecordQue
 
     def shutdown_sync(self) -> None:
         """`shutdown()` for a sync test, on the app's event loop while its lifespan runs (see `run_pending_sync`)."""
-        _check_no_running_loop("shutdown_sync", "shutdown")
-        self._on_the_apps_loop(self.shutdown)
+        check_no_running_loop("shutdown_sync", "shutdown")
+        on_the_apps_loop(self._real_runtime, self.shutdown)
 
     async def drain(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 (the timeout is the point of drain)
         """Wait until every recorded task has ended (for "spy" mode, where tasks run concurrently).
@@ -455,7 +336,7 @@ class RecordingScheduler(Installing, DispatchRecorder, TasksScheduler, RecordQue
             RuntimeError: called inside an event loop, where `await drain()` is the way.
         """
         __tracebackhide__ = True
-        _check_no_running_loop("drain_sync", "drain")
+        check_no_running_loop("drain_sync", "drain")
         deadline = time.monotonic() + timeout
         while self._unfinished() and time.monotonic() < deadline:
             _pause.wait(_POLL)
@@ -516,7 +397,7 @@ class RecordingScheduler(Installing, DispatchRecorder, TasksScheduler, RecordQue
     ) -> TaskRecord:
         """`wait_for()` for a sync test (spy mode with `TestClient`: the tasks run in the client's thread)."""
         __tracebackhide__ = True
-        _check_no_running_loop("wait_for_sync", "wait_for")
+        check_no_running_loop("wait_for_sync", "wait_for")
         expected, wanted = self._waited(task, status, where)
         deadline = time.monotonic() + timeout
         while (found := self._reached(expected, wanted)) is None:
@@ -568,22 +449,3 @@ class RecordingScheduler(Installing, DispatchRecorder, TasksScheduler, RecordQue
             yield view
         finally:
             view._close()
-
-
-def _task_specs(option: str, tasks: TaskSpec | Sequence[TaskSpec] | None) -> list[TaskSpec]:
-    if tasks is None:
-        return []
-    specs = list(tasks) if isinstance(tasks, list | tuple) else [cast("TaskSpec", tasks)]
-    for spec in specs:
-        check_spec(f"run_pending({option}=...)", spec)
-    return specs
-
-
-def _check_no_running_loop(name: str, async_name: str) -> None:
-    try:
-        anyio.get_current_task()
-    except anyio.NoEventLoopError:
-        return
-    raise RuntimeError(
-        f"{name}() was called inside an event loop; in an async test use `await {async_name}()` instead."
-    )
