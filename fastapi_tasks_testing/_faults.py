@@ -17,7 +17,7 @@ from ._timeline import short_repr
 if TYPE_CHECKING:
     from ._records import TaskRecord
 
-__all__ = ["Fault", "FaultKind", "check_exception", "check_spec", "unused_faults_report"]
+__all__ = ["Fault", "FaultInjection", "FaultKind", "check_exception", "check_spec", "unused_faults_report"]
 
 FaultKind: TypeAlias = Literal["fail", "replace", "fail_dispatch"]
 """Which recorder method made a fault."""
@@ -142,3 +142,73 @@ def unused_faults_report(faults: Iterable[Fault], records: Iterable[TaskRecord])
         "takes optional=True."
     )
     return "\n".join(lines)
+
+
+class FaultInjection:
+    """The part of `RecordingScheduler` that makes tasks fail, or runs fakes in their place."""
+
+    # The recorder's state this part reads and writes (set in `RecordingScheduler.__init__`).
+    _faults: list[Fault]
+
+    def fail(
+        self,
+        task: TaskSpec,
+        exc: BaseException | type[BaseException],
+        *,
+        times: int | None = None,
+        where: Predicate | None = None,
+        optional: bool = False,
+    ) -> Fault:
+        """Make the matching runs of `task` raise `exc` instead of running, so its `on_error` is tested for real.
+
+        These failures are expected: the plugin does not report them at teardown. A fault that
+        applies to no run by the end of the test fails it at teardown (a mistyped name, say).
+
+        Parameters:
+            task: the task's function or name.
+            exc: the exception (instance or class) to raise.
+            times: fail only the first `times` matching runs, then let the task run: "fails once,
+                then the retry succeeds" is `times=1`. By default every run fails.
+            where: fail only the runs whose record satisfies this predicate.
+            optional: when true, the fault may apply to no run (in some cases of a parametrized test).
+
+        Returns:
+            The fault; its `records` are the runs it applied to.
+        """
+        check_exception("fail", exc)
+        fault = Fault("fail", task, exc, times=times, where=where, optional=optional)
+        self._faults.append(fault)
+        return fault
+
+    def replace(
+        self,
+        task: TaskSpec,
+        fake: Callable[..., Any],
+        *,
+        times: int | None = None,
+        where: Predicate | None = None,
+        optional: bool = False,
+    ) -> Fault:
+        """Run `fake` with the same arguments instead of the matching runs of `task`.
+
+        Parameters:
+            task: the task's function or name.
+            fake: what runs instead, with the task's arguments.
+            times: replace only the first `times` matching runs; by default every one.
+            where: replace only the runs whose record satisfies this predicate.
+            optional: when true, the replacement may apply to no run.
+
+        Returns:
+            The fault; its `records` are the runs it applied to.
+        """
+        if not callable(fake):
+            raise TypeError(f"replace() needs a callable to run instead, not {fake!r}")
+        fault = Fault("replace", task, fake, times=times, where=where, optional=optional)
+        self._faults.append(fault)
+        return fault
+
+    def _target_for(self, record: TaskRecord) -> Callable[..., Any]:
+        for fault in reversed(self._faults):
+            if fault.kind != "fail_dispatch" and fault.applies_to(record):
+                return fault.target(record)
+        return record.func

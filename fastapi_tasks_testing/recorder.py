@@ -24,7 +24,7 @@ from ._background import BackgroundTaskRecord
 from ._control import Control
 from ._dispatch import DispatchRecorder
 from ._engine import run_recorded
-from ._faults import Fault, check_exception, check_spec
+from ._faults import Fault, FaultInjection, check_spec
 from ._install import Installing
 from ._matching import Expected, Predicate, TaskSpec, matches_task, parse_status
 from ._mode import MODES, Mode
@@ -46,7 +46,7 @@ _REACHED = {
 }
 
 
-class RecordingScheduler(Installing, Control, DispatchRecorder, TasksScheduler, RecordQueries):
+class RecordingScheduler(Installing, Control, FaultInjection, DispatchRecorder, TasksScheduler, RecordQueries):
     """A `TasksScheduler` that records every task it is given, for tests.
 
     Installed on an app (`install(app)`, or the `tasks_recorder` pytest fixture) it overrides the
@@ -152,74 +152,11 @@ class RecordingScheduler(Installing, Control, DispatchRecorder, TasksScheduler, 
 
     # --- fault injection and selective execution ---------------------------------------------
 
-    def fail(
-        self,
-        task: TaskSpec,
-        exc: BaseException | type[BaseException],
-        *,
-        times: int | None = None,
-        where: Predicate | None = None,
-        optional: bool = False,
-    ) -> Fault:
-        """Make the matching runs of `task` raise `exc` instead of running, so its `on_error` is tested for real.
-
-        These failures are expected: the plugin does not report them at teardown. A fault that
-        applies to no run by the end of the test fails it at teardown (a mistyped name, say).
-
-        Parameters:
-            task: the task's function or name.
-            exc: the exception (instance or class) to raise.
-            times: fail only the first `times` matching runs, then let the task run: "fails once,
-                then the retry succeeds" is `times=1`. By default every run fails.
-            where: fail only the runs whose record satisfies this predicate.
-            optional: when true, the fault may apply to no run (in some cases of a parametrized test).
-
-        Returns:
-            The fault; its `records` are the runs it applied to.
-        """
-        check_exception("fail", exc)
-        fault = Fault("fail", task, exc, times=times, where=where, optional=optional)
-        self._faults.append(fault)
-        return fault
-
-    def replace(
-        self,
-        task: TaskSpec,
-        fake: Callable[..., Any],
-        *,
-        times: int | None = None,
-        where: Predicate | None = None,
-        optional: bool = False,
-    ) -> Fault:
-        """Run `fake` with the same arguments instead of the matching runs of `task`.
-
-        Parameters:
-            task: the task's function or name.
-            fake: what runs instead, with the task's arguments.
-            times: replace only the first `times` matching runs; by default every one.
-            where: replace only the runs whose record satisfies this predicate.
-            optional: when true, the replacement may apply to no run.
-
-        Returns:
-            The fault; its `records` are the runs it applied to.
-        """
-        if not callable(fake):
-            raise TypeError(f"replace() needs a callable to run instead, not {fake!r}")
-        fault = Fault("replace", task, fake, times=times, where=where, optional=optional)
-        self._faults.append(fault)
-        return fault
-
     def ignore(self, *tasks: TaskSpec) -> None:
         """Exempt the matching tasks and dispatches from strict mode: noise no assertion needs to match."""
         for task in tasks:
             check_spec("ignore()", task)
         self._ignored.extend(tasks)
-
-    def _target_for(self, record: TaskRecord) -> Callable[..., Any]:
-        for fault in reversed(self._faults):
-            if fault.kind != "fail_dispatch" and fault.applies_to(record):
-                return fault.target(record)
-        return record.func
 
     def _unasserted(self) -> list[TaskRecord]:
         """The records that no assertion matched and `ignore()` does not exempt: what strict mode reports."""
