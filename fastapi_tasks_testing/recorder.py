@@ -10,28 +10,29 @@ from typing import Any
 from anyio.abc import TaskGroup
 from fastapi import FastAPI
 
-from fastapi_tasks import Phase, Task, TaskConfig, TasksScheduler, TaskStatus
-from fastapi_tasks._seam import Runtime, logger
+from fastapi_tasks import Phase, Task, TaskConfig, TasksScheduler
+from fastapi_tasks._seam import Runtime
 from fastapi_tasks.errors import FastAPITasksError
 
 from ._assertions import RecordQueries
 from ._background import BackgroundTaskRecord
 from ._control import Control
 from ._dispatch import DispatchRecorder
-from ._engine import run_recorded
 from ._faults import Fault, FaultInjection, check_spec
 from ._install import Installing
 from ._matching import TaskSpec, matches_task
 from ._mode import MODES, Mode
 from ._records import RequestInfo, TaskRecord
-from ._sync import check_no_running_loop, on_the_apps_loop
+from ._shutdown import Shutdown
 from ._views import CapturedRecords, RequestRecords
 from ._waits import Waiting
 
 __all__ = ["RecordingScheduler"]
 
 
-class RecordingScheduler(Installing, Control, FaultInjection, Waiting, DispatchRecorder, TasksScheduler, RecordQueries):
+class RecordingScheduler(
+    Installing, Control, FaultInjection, Waiting, Shutdown, DispatchRecorder, TasksScheduler, RecordQueries
+):
     """A `TasksScheduler` that records every task it is given, for tests.
 
     Installed on an app (`install(app)`, or the `tasks_recorder` pytest fixture) it overrides the
@@ -202,30 +203,7 @@ class RecordingScheduler(Installing, Control, FaultInjection, Waiting, DispatchR
         """Not available: a recorder used on its own has no task group."""
         raise FastAPITasksError("A RecordingScheduler used outside a request has no task group.")
 
-    # --- running recorded tasks ----------------------------------------------------------------
-
-    async def shutdown(self) -> None:
-        """Simulate the app's shutdown as production does it.
-
-        Unshielded tasks, pending or running, are cancelled (and logged); shielded ones finish:
-        pending shielded tasks are run now, running ones are awaited.
-        """
-        for record in self.records:
-            if record.status is TaskStatus.PENDING:
-                if record.config.shield:
-                    await run_recorded(record)
-                else:
-                    record._set_ended(TaskStatus.CANCELLED)
-                    logger.warning("Background task %r was cancelled before it finished", record.name)
-            elif record.status is TaskStatus.RUNNING:
-                if not record.config.shield:
-                    record.cancel()
-                await record.wait()
-
-    def shutdown_sync(self) -> None:
-        """`shutdown()` for a sync test, on the app's event loop while its lifespan runs (see `run_pending_sync`)."""
-        check_no_running_loop("shutdown_sync", "shutdown")
-        on_the_apps_loop(self._real_runtime, self.shutdown)
+    # --- a block's records ---------------------------------------------------------------------
 
     @contextlib.contextmanager
     def capture(self) -> Iterator[CapturedRecords]:
