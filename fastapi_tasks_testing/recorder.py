@@ -1,4 +1,14 @@
-"""`RecordingScheduler`: a deterministic stand-in for `TasksScheduler` that records every task."""
+"""`RecordingScheduler`: a deterministic stand-in for `TasksScheduler` that records every task.
+
+The class here holds the records and the scheduler's hooks (what a scheduled task becomes); the
+rest of it is composed of parts, one concept each:
+
+- `_install.py`: installing on an app, the `Tasks` override and restoring overrides;
+- `_control.py`: modes at work, `allow()`, `hold()` and `run_pending()`: running and holding;
+- `_faults.py`: `fail()` and `replace()`; `_dispatch.py`: recording `enqueue()`, its faults and jobs;
+- `_waits.py`: `drain()` and `wait_for()`; `_shutdown.py`: the shutdown simulation;
+- `_strict.py`: what strict mode reports; `_assertions.py`: the queries and assertions.
+"""
 
 from __future__ import annotations
 
@@ -18,12 +28,13 @@ from ._assertions import RecordQueries
 from ._background import BackgroundTaskRecord
 from ._control import Control
 from ._dispatch import DispatchRecorder
-from ._faults import Fault, FaultInjection, check_spec
+from ._faults import Fault, FaultInjection
 from ._install import Installing
-from ._matching import TaskSpec, matches_task
+from ._matching import TaskSpec
 from ._mode import MODES, Mode
 from ._records import RequestInfo, TaskRecord
 from ._shutdown import Shutdown
+from ._strict import StrictMode
 from ._views import CapturedRecords, RequestRecords
 from ._waits import Waiting
 
@@ -31,7 +42,7 @@ __all__ = ["RecordingScheduler"]
 
 
 class RecordingScheduler(
-    Installing, Control, FaultInjection, Waiting, Shutdown, DispatchRecorder, TasksScheduler, RecordQueries
+    Installing, Control, FaultInjection, Waiting, Shutdown, StrictMode, DispatchRecorder, TasksScheduler, RecordQueries
 ):
     """A `TasksScheduler` that records every task it is given, for tests.
 
@@ -135,22 +146,6 @@ class RecordingScheduler(
     def clear(self) -> None:
         """Forget every record (fault injections and allowed tasks stay)."""
         self._records.clear()
-
-    # --- fault injection and selective execution ---------------------------------------------
-
-    def ignore(self, *tasks: TaskSpec) -> None:
-        """Exempt the matching tasks and dispatches from strict mode: noise no assertion needs to match."""
-        for task in tasks:
-            check_spec("ignore()", task)
-        self._ignored.extend(tasks)
-
-    def _unasserted(self) -> list[TaskRecord]:
-        """The records that no assertion matched and `ignore()` does not exempt: what strict mode reports."""
-        return [
-            record
-            for record in self._records
-            if record not in self._asserted and not any(matches_task(record, spec) for spec in self._ignored)
-        ]
 
     # --- scheduling ----------------------------------------------------------------------------
 
