@@ -166,7 +166,6 @@ def test_the_reader_sees_every_kind_of_import() -> None:
     ]
 
 
-@pytest.mark.xfail(reason="the testing package's circles are being broken (issue 19, in progress)", strict=False)
 def test_no_import_circle_in_either_package() -> None:
     edges = [edge for edge in import_graph() if (edge.importer, edge.imported) not in TYPE_ONLY_BACK_EDGES]
     found = circles(edges)
