@@ -18,11 +18,13 @@ import anyio
 from fastapi_tasks import DispatchTask, Phase, TaskConfig, TaskStatus
 from fastapi_tasks._seam import describe_exception, dispatch_error, find_dispatcher, prepare_dispatch
 
-from ._assertions import COUNT_OPTIONS, MATCH_OPTIONS, RecordQueries, bullet, check_times, times_text, were
+from ._assertions import RecordQueries
 from ._engine import run_recorded
+from ._explain import bullet, times_text, were
 from ._faults import Fault, check_exception
 from ._matching import Expected, Predicate, TaskSpec, matches_task, parse_phase, task_label
 from ._mode import Mode
+from ._queries import COUNT_OPTIONS, MATCH_OPTIONS, check_times
 from ._records import RequestInfo, TaskRecord
 from ._timeline import format_call, one_line, outcome, short_repr, shorten_message
 

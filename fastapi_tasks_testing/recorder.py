@@ -7,13 +7,15 @@ rest of it is composed of parts, one concept each:
 - `_control.py`: modes at work, `allow()`, `hold()` and `run_pending()`: running and holding;
 - `_faults.py`: `fail()` and `replace()`; `_dispatch.py`: recording `enqueue()`, its faults and jobs;
 - `_waits.py`: `drain()` and `wait_for()`; `_shutdown.py`: the shutdown simulation;
-- `_strict.py`: what strict mode reports; `_assertions.py`: the queries and assertions.
+- `_strict.py`: what strict mode reports; `_assertions.py`: the queries and assertions (built of
+  `_queries.py`, with `_outcomes.py` for how tasks ended and `_explain.py` for what a failure says).
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -38,7 +40,10 @@ from ._strict import StrictMode
 from ._views import CapturedRecords, RequestRecords
 from ._waits import Waiting
 
-__all__ = ["RecordingScheduler"]
+__all__ = ["DEFAULT_WAIT_TIMEOUT", "RecordingScheduler"]
+
+DEFAULT_WAIT_TIMEOUT = 10.0
+"""Seconds a client's call waits for its tasks in "run" mode, unless told otherwise."""
 
 
 class RecordingScheduler(
@@ -53,12 +58,11 @@ class RecordingScheduler(
     recorded, for `run_pending()`.
 
     Parameters:
-        mode: "run" (default): the production scheduler starts, discards and refuses tasks as in
-            production, and each request's tasks run one at a time, in the order production
-            starts them (immediate tasks concurrently with the endpoint; after_route tasks once
-            the endpoint and its function-scoped dependencies are done; after_response tasks
-            once the response was sent and the request's dependencies torn down), so they have
-            all ended when the client's call returns.
+        mode: "run" (default): the production scheduler starts, discards and refuses tasks, and
+            the production runtime starts each task, exactly as in production: each its own
+            task, concurrent with the request and the other tasks. The client's call returns
+            once every task it started (and every task those started) has ended: the recorder
+            waits for them outside the app, after the whole ASGI call (see `wait_timeout`).
             "record": nothing runs; run the tasks with `run_pending()`.
             "spy": the app's real scheduler runs them, concurrently, as in production (the
             lifespan must run); `drain()` waits for them.
@@ -66,10 +70,14 @@ class RecordingScheduler(
         expect_failures: when true, tasks that fail are not reported at teardown by the plugin.
         strict: when true, the plugin fails the test at teardown if a recorded task or dispatch
             was matched by no assertion (exempt noise with `ignore()`).
+        wait_timeout: in "run" mode, the seconds a client's call waits, once the app has returned,
+            for the tasks it started; past it the call fails naming the unfinished tasks.
 
     Raises:
         ValueError: unknown `mode`.
-        TypeError: `config` is not a `TaskConfig`, or `expect_failures` or `strict` not a bool.
+        TypeError: `config` is not a `TaskConfig`, `expect_failures` or `strict` not a bool, or
+            `wait_timeout` not a number.
+        ValueError: `wait_timeout` is not a positive, finite number of seconds.
     """
 
     def __init__(
@@ -79,6 +87,7 @@ class RecordingScheduler(
         config: TaskConfig | None = None,
         expect_failures: bool = False,
         strict: bool = False,
+        wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"Unknown tasks_recorder mode {mode!r}; use one of {', '.join(map(repr, MODES))}.")
@@ -88,6 +97,11 @@ class RecordingScheduler(
             raise TypeError(f"expect_failures must be True or False, not {expect_failures!r}")
         if not isinstance(strict, bool):
             raise TypeError(f"strict must be True or False, not {strict!r}")
+        if isinstance(wait_timeout, bool) or not isinstance(wait_timeout, int | float):
+            raise TypeError(f"wait_timeout must be a number of seconds, not {wait_timeout!r}")
+        if not 0 < wait_timeout < math.inf:
+            raise ValueError(f"wait_timeout must be a positive, finite number of seconds, not {wait_timeout!r}")
+        self.wait_timeout = float(wait_timeout)
         self.mode: Mode = mode
         self.expect_failures = expect_failures
         self.strict = strict
@@ -95,6 +109,8 @@ class RecordingScheduler(
         self._asserted: set[TaskRecord] = set()
         self._ignored: list[TaskSpec] = []
         self._held: list[TaskSpec] = []
+        self._detached: list[TaskSpec] = []
+        self._previous_stack: list[tuple[FastAPI, Any]] = []
         # Set by the pytest fixture: a failure then says how to install a recorder installed nowhere.
         self._from_fixture = False
         # What installed the recorder, for the error of a second install().
