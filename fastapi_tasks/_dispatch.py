@@ -1,26 +1,30 @@
 """The dispatch core: the `Dispatcher` protocol that adapters implement, and `DispatchTask`, a dispatch's handle.
 
 An `enqueue()` is a scheduled task whose body is the dispatch, so names, shielding, `on_error`,
-the app-wide config, discarding and the shutdown grace period apply to it unchanged. The
-adapters for taskiq and Celery (`fastapi_tasks.dispatchers`) build on this module, and
-`fastapi_tasks.dispatchers._registry` finds the adapter of a job.
+the app-wide config, discarding and the shutdown grace period apply to it unchanged. Its attempts
+go through the gated retry (`fastapi_tasks.dispatchers._retry`): an unreachable broker is retried
+until the job's `dispatch_deadline`. The adapters for taskiq and Celery (`fastapi_tasks.dispatchers`)
+build on this module, and `fastapi_tasks.dispatchers._registry` finds the adapter of a job.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Hashable
 from contextvars import ContextVar
 from typing import Any, Protocol, runtime_checkable
 
 import anyio
 import anyio.from_thread
 
+from ._log import logger
 from ._phases import TaskStatus
+from .dispatchers._retry import DEFAULT_MAX_WAITING, Attempts, GaveUp, gate_for, retry
 from .errors import DispatchBackendError, DispatchError, TaskNotFinishedError
 from .task import Task
 
 __all__ = [
+    "DEFAULT_DISPATCH_DEADLINE",
     "DEFAULT_DISPATCH_TIMEOUT",
     "DispatchTask",
     "Dispatcher",
@@ -30,14 +34,20 @@ __all__ = [
 ]
 
 DEFAULT_DISPATCH_TIMEOUT = 5.0
-"""Seconds a dispatch may take when neither the task nor the app sets `dispatch_timeout`."""
+"""Seconds one dispatch attempt may take when neither the task nor the app sets `dispatch_timeout`."""
+
+DEFAULT_DISPATCH_DEADLINE = 60.0
+"""Seconds a dispatch may retry an unreachable broker when neither the task nor the app sets `dispatch_deadline`."""
 
 
 @runtime_checkable
 class Dispatcher(Protocol):
     """What `enqueue()` needs from a distributed queue; one adapter per queue library.
 
-    A class with `backend` and `async_libraries` as class attributes satisfies it.
+    A class with `backend` and `async_libraries` as class attributes satisfies it. Two optional
+    attributes tune the retry of an unreachable broker: `max_waiting` (an int, how many dispatches may
+    wait for one broker; 10,000 by default) and `broker_of(job)`, the broker object a job is sent to,
+    so that one broker down does not hold up the jobs of another (by default, one broker per adapter).
     """
 
     @property
@@ -177,19 +187,33 @@ def dispatch_error(
     *,
     timeout: float | None = None,
     waiting_for: tuple[str, str] | None = None,
+    attempts: Attempts | None = None,
+    gave_up: str | None = None,
 ) -> DispatchError:
-    """The `DispatchError` for `task`: a timeout (`cause` is `None`) or the broker's error `cause`.
+    """The `DispatchError` for `task`: the broker's error `cause`, a timeout, or a retry that gave up.
 
-    A timeout is blamed on the broker, or on what the dispatch was still waiting for (`waiting_for`,
-    a (what, why) pair, see `dispatch_waiting_for`). Only exception type names go into the
-    message: a broker's or serializer's message can quote the argument values, and it stays
-    readable on the chained cause.
+    Without `gave_up`, one attempt failed for good: with the broker's error `cause`, or (`cause` is
+    `None`) after `timeout` s, blamed on the broker or on what the dispatch was still waiting for
+    (`waiting_for`, a (what, why) pair, see `dispatch_waiting_for`). With `gave_up` ("deadline",
+    "crowded" or "cancelled"), the retry of an unreachable broker stopped; `attempts` says how the
+    attempts went. Only exception type names go into the message: a broker's or serializer's
+    message can quote the argument values, and it stays readable on the chained cause.
+    `DispatchError.timed_out` is true when the job may have reached the queue all the same.
     """
-    if cause is not None:
+    unknown = cause is None
+    if gave_up is not None and attempts is not None:
+        unknown = attempts.outcome_unknown
+        reason = _gave_up_reason(task, gave_up, attempts, timeout, waiting_for)
+        consequence = (
+            "outcome unknown: an attempt that got no answer may have reached the queue"
+            if unknown
+            else "the job was not sent"
+        )
+        reason = f"{reason}; {consequence}"
+    elif cause is not None:
         reason = _cause_chain(cause)
     elif waiting_for is not None:
-        what, why = waiting_for
-        reason = f"no {what} within {timeout:g} s" + (f": {why}" if why else "")
+        reason = _no_answer(timeout, waiting_for)
     else:
         reason = f"no answer from the broker within {timeout:g} s"
     return DispatchError(
@@ -199,8 +223,48 @@ def dispatch_error(
         job_id=task.job_id,
         phase=task.phase.value,
         backend=task.backend,
-        timed_out=cause is None,
+        timed_out=unknown,
     )
+
+
+def _no_answer(timeout: float | None, waiting_for: tuple[str, str]) -> str:
+    what, why = waiting_for
+    return f"no {what} within {timeout:g} s" + (f": {why}" if why else "")
+
+
+def _gave_up_reason(
+    task: DispatchTask, gave_up: str, attempts: Attempts, timeout: float | None, waiting_for: tuple[str, str] | None
+) -> str:
+    count = f"{attempts.count} attempt{'' if attempts.count == 1 else 's'}"
+    if attempts.count == 0:
+        last = ""
+    elif attempts.last is not None:
+        last = f", the last failed with {_cause_chain(attempts.last)}"
+    elif waiting_for is not None:
+        last = f", the last found {_no_answer(timeout, waiting_for)}"
+    else:
+        last = f", the last got no answer within {timeout:g} s"
+    if gave_up == "crowded":
+        return (
+            f"the broker is unreachable and {_max_waiting(task.dispatcher):,} other dispatches already wait for it "
+            f"(the bound of {task.backend}'s adapter, max_waiting)"
+        )
+    if gave_up == "cancelled":
+        if attempts.in_flight:
+            return f"cancelled (shutdown, or Task.cancel()) during attempt {attempts.count}"
+        return f"cancelled (shutdown, or Task.cancel()) while it waited for the unreachable broker ({count}{last})"
+    return f"the broker could not be reached within the dispatch deadline of {task.deadline:g} s ({count}{last})"
+
+
+def _max_waiting(dispatcher: Dispatcher) -> int:
+    bound = getattr(dispatcher, "max_waiting", DEFAULT_MAX_WAITING)
+    return bound if isinstance(bound, int) and not isinstance(bound, bool) and bound >= 1 else DEFAULT_MAX_WAITING
+
+
+def _gate_key(dispatcher: Dispatcher, job: Any) -> Hashable:
+    broker_of = getattr(dispatcher, "broker_of", None)
+    broker = None if broker_of is None else broker_of(job)
+    return (id(dispatcher), id(broker))
 
 
 class DispatchTask(Task[..., Any]):
@@ -252,6 +316,12 @@ class DispatchTask(Task[..., Any]):
         return DEFAULT_DISPATCH_TIMEOUT if timeout is None else timeout
 
     @property
+    def deadline(self) -> float:
+        """Seconds the dispatch may retry an unreachable broker before it fails."""
+        deadline = self.config.dispatch_deadline
+        return DEFAULT_DISPATCH_DEADLINE if deadline is None else deadline
+
+    @property
     def result(self) -> Any:
         """The queue's handle on the enqueued job.
 
@@ -272,19 +342,52 @@ class DispatchTask(Task[..., Any]):
         super()._set_ended(TaskStatus.DISPATCHED if status is TaskStatus.SUCCEEDED else status)
 
     async def _send(self, *args: Any, **kwargs: Any) -> Any:
+        job, job_id, dispatcher = self.func, self.job_id, self.dispatcher
+        return await self._deliver(lambda: dispatcher.dispatch(job, job_id, args, kwargs))
+
+    async def _deliver(self, attempt: Callable[[], Awaitable[Any]]) -> Any:
+        """Send the job with `attempt()`, retried behind its broker's gate while the broker is unreachable.
+
+        Each attempt is bounded by the task's `timeout`, the whole by its `deadline`. The testing
+        toolkit's recorder sends through here too, with an attempt of its own.
+
+        Raises:
+            DispatchError: the dispatch failed for good, or gave up (deadline, too many waiting).
+        """
         timeout = self.timeout
         progress = _Progress()
+        attempts = Attempts()
         # Reset at the end: the testing toolkit runs tasks in its caller's context.
         reset = _progress.set(progress)
+
+        async def one_attempt() -> Any:
+            progress.waiting_for = None
+            return await attempt()
+
         try:
-            with anyio.move_on_after(timeout) as scope:
-                try:
-                    return await self.dispatcher.dispatch(self.func, self.job_id, args, kwargs)
-                except Exception as exc:
-                    # A client library may turn our timeout's cancellation into an error of its own.
-                    cause = None if scope.cancel_called else exc
-                    raise dispatch_error(self, cause, timeout=timeout, waiting_for=progress.waiting_for) from exc
+            return await retry(
+                gate_for(_gate_key(self.dispatcher, self.func)),
+                one_attempt,
+                attempts,
+                attempt_timeout=timeout,
+                deadline=anyio.current_time() + self.deadline,
+                max_waiting=_max_waiting(self.dispatcher),
+                unsent=lambda: progress.waiting_for is not None,
+            )
+        except GaveUp as exc:
+            raise dispatch_error(
+                self, None, timeout=timeout, waiting_for=progress.waiting_for, attempts=attempts, gave_up=exc.reason
+            ) from attempts.last
+        except anyio.get_cancelled_exc_class():
+            # Shutdown after the grace period (or Task.cancel()): the runner logs the task as cancelled,
+            # by name; this says which job, in which phase, and whether it may have been sent.
+            error = dispatch_error(
+                self, None, timeout=timeout, waiting_for=progress.waiting_for, attempts=attempts, gave_up="cancelled"
+            )
+            self._exception = error
+            logger.error("%s", error)
+            raise
+        except Exception as exc:
+            raise dispatch_error(self, exc) from exc
         finally:
             _progress.reset(reset)
-        # Reached only when the timeout cancelled the dispatch.
-        raise dispatch_error(self, None, timeout=timeout, waiting_for=progress.waiting_for)

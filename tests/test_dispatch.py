@@ -249,7 +249,8 @@ async def test_a_bad_dispatch_timeout_is_refused(bad: object) -> None:
 async def test_a_broker_error_becomes_one_logged_dispatch_error_passed_to_on_error(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    refused = ConnectionRefusedError(111, "Connection refused: card 4111-1111")
+    # Not a connection error: the broker refused the message itself, so it is not retried.
+    refused = ValueError("message refused: card 4111-1111")
     job = Job("charge", broker_error=refused)
     handled: list[tuple[Task[..., Any], Exception]] = []
     handles: list[DispatchTask] = []
@@ -272,8 +273,7 @@ async def test_a_broker_error_becomes_one_logged_dispatch_error_passed_to_on_err
     exc = handle.exception
     assert isinstance(exc, DispatchError)
     assert str(exc) == (
-        f"Could not dispatch 'jobs.charge' (job id {handle.job_id!r}, phase after_response) "
-        "to fakeq: ConnectionRefusedError."
+        f"Could not dispatch 'jobs.charge' (job id {handle.job_id!r}, phase after_response) to fakeq: ValueError."
     )
     assert (exc.job_name, exc.job_id, exc.phase, exc.backend, exc.timed_out) == (
         "jobs.charge",
@@ -290,7 +290,7 @@ async def test_a_broker_error_becomes_one_logged_dispatch_error_passed_to_on_err
 
 
 @pytest.mark.anyio
-async def test_a_broker_that_never_answers_times_out_with_a_dispatch_error() -> None:
+async def test_a_broker_that_never_answers_is_retried_until_the_deadline_and_the_outcome_is_unknown() -> None:
     job = Job("stuck", silent=True)
     handles: list[DispatchTask] = []
     app = FastAPI()
@@ -298,7 +298,7 @@ async def test_a_broker_that_never_answers_times_out_with_a_dispatch_error() -> 
 
     @app.post("/orders")
     async def order(tasks: Tasks) -> None:
-        handles.append(tasks.task(dispatch_timeout=0.05).enqueue(job, 1))
+        handles.append(tasks.task(dispatch_timeout=0.05, dispatch_deadline=0.2).enqueue(job, 1))
 
     async with serve(app) as client:
         assert (await client.post("/orders")).status_code == 200
@@ -306,12 +306,14 @@ async def test_a_broker_that_never_answers_times_out_with_a_dispatch_error() -> 
 
     exc = handles[0].exception
     assert isinstance(exc, DispatchError)
-    assert exc.timed_out
+    assert exc.timed_out  # the job may have reached the queue
     assert exc.__cause__ is None
-    assert str(exc) == (
-        f"Could not dispatch 'jobs.stuck' (job id {handles[0].job_id!r}, phase immediate) "
-        "to fakeq: no answer from the broker within 0.05 s."
-    )
+    assert re.fullmatch(
+        rf"Could not dispatch 'jobs.stuck' \(job id {re.escape(repr(handles[0].job_id))}, phase immediate\) to fakeq: "
+        r"the broker could not be reached within the dispatch deadline of 0.2 s \(\d+ attempts?, the last got no "
+        r"answer within 0.05 s\); outcome unknown: an attempt that got no answer may have reached the queue.",
+        str(exc),
+    ), str(exc)
 
 
 def test_a_dispatch_error_survives_pickling() -> None:

@@ -8,6 +8,11 @@ thread stuck on a dead broker cannot hold up the process's exit. Those threads a
 until its `apply_async` returns, even after the dispatch gave up on it, and a dispatch that finds
 no free thread within its timeout fails with a `DispatchError`. Set Celery's
 `broker_transport_options` socket timeouts so that threads stuck on a silent broker come back.
+
+Each attempt fails fast, so that the dispatch core can retry it behind its gate: the thread takes
+one of Celery's pooled producers with a time limit (no unbounded wait for one of the
+`broker_pool_limit` producers), connects without kombu's own retry loop, and publishes with
+`retry=False`. A thread whose attempt was given up before it began to publish publishes nothing.
 Install with `pip install "fastapi-tasks[celery]"`.
 """
 
@@ -32,6 +37,7 @@ from celery.utils import uuid
 from kombu.serialization import dumps, loads
 
 from .._dispatch import dispatch_waiting_for
+from ._retry import DEFAULT_MAX_WAITING
 
 __all__ = ["DEFAULT_MAX_THREADS", "CeleryDispatcher"]
 
@@ -101,25 +107,35 @@ class CeleryDispatcher:
     Parameters:
         max_threads: how many `apply_async` calls may run at once (per event loop), each on a
             thread of its own; a call abandoned at its dispatch timeout counts until it returns.
+        max_waiting: how many dispatches may wait at once for a broker that is unreachable; past
+            it a dispatch fails at once with a `DispatchError`.
 
     Raises:
-        ValueError: `max_threads` is not a positive int.
+        ValueError: `max_threads` or `max_waiting` is not a positive int.
     """
 
     backend: str = "celery"
     async_libraries: tuple[str, ...] = ("asyncio", "trio")
 
-    def __init__(self, *, max_threads: int = DEFAULT_MAX_THREADS) -> None:
-        if isinstance(max_threads, bool) or not isinstance(max_threads, int) or max_threads < 1:
-            raise ValueError(f"CeleryDispatcher(max_threads=...) must be a positive int, not {max_threads!r}")
+    def __init__(self, *, max_threads: int = DEFAULT_MAX_THREADS, max_waiting: int = DEFAULT_MAX_WAITING) -> None:
+        for option, value in (("max_threads", max_threads), ("max_waiting", max_waiting)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"CeleryDispatcher({option}=...) must be a positive int, not {value!r}")
         self.max_threads = max_threads
+        self.max_waiting = max_waiting
         # A CapacityLimiter belongs to one event loop: one per loop, made on first use.
         self._limiter: RunVar[anyio.CapacityLimiter] = RunVar(f"fastapi_tasks celery dispatch threads {id(self)}")
 
     def __repr__(self) -> str:
-        if self.max_threads == DEFAULT_MAX_THREADS:
-            return "<CeleryDispatcher>"
-        return f"<CeleryDispatcher max_threads={self.max_threads}>"
+        options = [
+            f"{name}={value}"
+            for name, value, default in (
+                ("max_threads", self.max_threads, DEFAULT_MAX_THREADS),
+                ("max_waiting", self.max_waiting, DEFAULT_MAX_WAITING),
+            )
+            if value != default
+        ]
+        return f"<CeleryDispatcher {' '.join(options)}>" if options else "<CeleryDispatcher>"
 
     def limiter(self) -> anyio.CapacityLimiter:
         """The running event loop's limiter of dispatch threads (its `borrowed_tokens` are the busy threads)."""
@@ -134,6 +150,10 @@ class CeleryDispatcher:
         """Whether `job` is a Celery task (`@app.task`, `@shared_task`)."""
         return isinstance(job, CeleryTask)
 
+    def broker_of(self, job: Any) -> Any:
+        """The Celery app the task is sent through: one gate per app's broker."""
+        return job.app
+
     def job_name(self, job: Any) -> str:
         """The task's registered name."""
         return str(job.name)
@@ -147,11 +167,18 @@ class CeleryDispatcher:
         return str(uuid())
 
     async def dispatch(self, job: Any, job_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """`apply_async` on a daemon thread, once one of the `max_threads` is free; returns Celery's `AsyncResult`."""
+        """One attempt: `apply_async` on a daemon thread, once one of the `max_threads` is free.
+
+        Returns:
+            Celery's `AsyncResult`.
+        """
         limiter = self.limiter()
         done = anyio.Event()  # also the borrower of the thread's token
         token = anyio.lowlevel.current_token()
         outcome: list[Any] = []
+        # Given up with the attempt (its timeout, shutdown): a thread that has not begun to publish by
+        # then publishes nothing, so a job reported as not sent is never sent later.
+        attempt = _Attempt()
         dispatch_waiting_for(
             "free dispatch thread",
             why=f"all {self.max_threads} are busy sending to the broker (bound their wait with the socket "
@@ -159,6 +186,9 @@ class CeleryDispatcher:
         )
         await limiter.acquire_on_behalf_of(done)
         dispatch_waiting_for(None)
+        deadline = anyio.current_effective_deadline()
+        # The thread waits for a pooled producer no longer than the attempt may take.
+        wait = max(0.0, deadline - anyio.current_time()) if deadline != float("inf") else _PRODUCER_WAIT
 
         def finished() -> None:
             limiter.release_on_behalf_of(done)
@@ -166,7 +196,7 @@ class CeleryDispatcher:
 
         def send() -> None:
             try:
-                outcome.append(job.apply_async(args, kwargs, task_id=job_id))
+                outcome.append(_publish(job, job_id, args, kwargs, wait, attempt))
             except BaseException as exc:  # handed to the waiting task, which raises it
                 outcome.append(exc)
             # The token goes back only now: a thread abandoned at the timeout still counts until here.
@@ -179,7 +209,21 @@ class CeleryDispatcher:
         except BaseException:  # no thread could be started: the token was never handed over
             limiter.release_on_behalf_of(done)
             raise
-        await done.wait()
+        pool_limit = job.app.conf.broker_pool_limit
+        # Until the thread begins to publish, a timeout finds it waiting for one of Celery's pooled producers or
+        # for the broker to accept a connection: nothing was sent.
+        dispatch_waiting_for(
+            "connection to the broker",
+            why=f"waiting for one of Celery's {pool_limit} pooled producers (broker_pool_limit) or for the broker "
+            "to accept the connection",
+        )
+        try:
+            await done.wait()
+        except BaseException:
+            if attempt.give_up():
+                dispatch_waiting_for(None)  # it had begun to publish: the broker's answer is what we lacked
+            raise
+        dispatch_waiting_for(None)
         [result] = outcome
         if isinstance(result, BaseException):
             raise result
@@ -203,6 +247,56 @@ class CeleryDispatcher:
         even one that Celery could only report as an `UnpickleableExceptionWrapper`.
         """
         return await anyio.to_thread.run_sync(functools.partial(_apply, job, job_id, list(args), dict(kwargs)))
+
+
+_PRODUCER_WAIT = 5.0
+"""Seconds a thread waits for one of Celery's pooled producers when its attempt has no deadline."""
+
+
+class _GivenUp(Exception):
+    """The attempt was given up before its thread began to publish: nothing was sent."""
+
+
+class _Attempt:
+    """One attempt shared by the event loop and its thread: given up, or publishing, whichever came first."""
+
+    __slots__ = ("_lock", "given_up", "publishing")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.given_up = False
+        self.publishing = False
+
+    def give_up(self) -> bool:
+        """From the event loop: nothing may be published from now on; return whether publishing had begun."""
+        with self._lock:
+            self.given_up = True
+            return self.publishing
+
+    def begin_publishing(self) -> None:
+        """From the thread, just before it publishes.
+
+        Raises:
+            _GivenUp: the attempt was given up.
+        """
+        with self._lock:
+            if self.given_up:
+                raise _GivenUp
+            self.publishing = True
+
+
+def _publish(
+    job: Any, job_id: str, args: tuple[Any, ...], kwargs: dict[str, Any], wait: float, attempt: _Attempt
+) -> Any:
+    """`apply_async` as one attempt that fails fast: a producer within `wait` s, one connection try, no retry."""
+    pool = job.app.producer_pool
+    # kombu's pool raises LimitExceeded when no producer frees up within `wait`: an error, not a wait without end.
+    with pool.acquire(block=True, timeout=wait) as producer:
+        # One connection try (kombu's default retries for up to broker_connection_timeout), then publish
+        # without kombu's retry policy: the dispatch core retries, behind its gate.
+        producer.connection.ensure_connection(max_retries=0)
+        attempt.begin_publishing()
+        return job.apply_async(args, kwargs, task_id=job_id, producer=producer, retry=False)
 
 
 def _apply(job: Any, job_id: str, args: list[Any], kwargs: dict[str, Any]) -> Any:

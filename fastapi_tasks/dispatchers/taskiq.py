@@ -16,17 +16,38 @@ from taskiq import AsyncTaskiqDecoratedTask, Context, TaskiqMessage, TaskiqState
 from taskiq.receiver.params_parser import parse_params
 from taskiq_dependencies import DependencyGraph
 
+from ._retry import DEFAULT_MAX_WAITING
+
 __all__ = ["TaskiqDispatcher"]
 
 
 class TaskiqDispatcher:
-    """Dispatches taskiq tasks; the job id is fixed with `with_task_id` before the message is sent."""
+    """Dispatches taskiq tasks; the job id is fixed with `with_task_id` before the message is sent.
+
+    Parameters:
+        max_waiting: how many dispatches may wait at once for a broker that is unreachable; past
+            it a dispatch fails at once with a `DispatchError`.
+
+    Raises:
+        ValueError: `max_waiting` is not a positive int.
+    """
 
     backend: str = "taskiq"
     async_libraries: tuple[str, ...] = ("asyncio",)
 
+    def __init__(self, *, max_waiting: int = DEFAULT_MAX_WAITING) -> None:
+        if isinstance(max_waiting, bool) or not isinstance(max_waiting, int) or max_waiting < 1:
+            raise ValueError(f"TaskiqDispatcher(max_waiting=...) must be a positive int, not {max_waiting!r}")
+        self.max_waiting = max_waiting
+
     def __repr__(self) -> str:
-        return "<TaskiqDispatcher>"
+        if self.max_waiting == DEFAULT_MAX_WAITING:
+            return "<TaskiqDispatcher>"
+        return f"<TaskiqDispatcher max_waiting={self.max_waiting}>"
+
+    def broker_of(self, job: AsyncTaskiqDecoratedTask[..., Any]) -> Any:
+        """The task's broker: one gate per broker."""
+        return job.broker
 
     def accepts(self, job: object) -> bool:
         """Whether `job` is a taskiq task (`@broker.task`)."""
