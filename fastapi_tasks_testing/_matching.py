@@ -3,9 +3,8 @@
 A test names a task by its function or its name, and may give the arguments it expects, its
 phase, a `where=` predicate over the record, and `partial=True` to compare only the arguments it
 gives. Expected and recorded arguments are both bound to the signature of the function that was
-scheduled before they are compared (as `unittest.mock.create_autospec` does), so
-`send(to="a@b.c")` matches a task scheduled as `send("a@b.c")`, and a difference names the
-parameter.
+scheduled before they are compared (see `_arguments.py`), so `send(to="a@b.c")` matches a task
+scheduled as `send("a@b.c")`, and a difference names the parameter.
 
 The assertions' options (`phase`, `partial`, `where`, `times`, `status`) are keywords too; for a
 task whose own parameters are named like them, the expected arguments are passed as one
@@ -17,17 +16,16 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
-import types
-import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
 from unittest import mock
 
 from fastapi_tasks import Phase, TaskStatus
-from fastapi_tasks._seam import callable_name
 
-from ._timeline import format_call, short_repr
+from ._arguments import argument_differences, fits, function_name, signature_of
+from ._signatures import callable_signature, named_parameters, plain_signature
+from ._timeline import format_call
 
 if TYPE_CHECKING:
     from ._records import TaskRecord
@@ -37,16 +35,12 @@ __all__ = [
     "Expected",
     "Predicate",
     "TaskSpec",
-    "callable_signature",
     "did_you_mean",
     "expect",
-    "function_name",
     "matches_task",
     "on_another_instance",
     "parse_phase",
     "parse_status",
-    "plain_signature",
-    "signature_of",
     "task_label",
 ]
 
@@ -60,7 +54,6 @@ OPTIONS = ("phase", "partial", "where", "times", "status")
 """Keyword options of the queries and assertions, which a task's own keyword arguments can shadow."""
 
 _Call = type(mock.call)
-_VAR = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 
 
 def _unwrap(func: Any) -> Any:
@@ -135,125 +128,6 @@ def parse_status(status: TaskStatus | str | None) -> TaskStatus | None:
         raise ValueError(f"Unknown status {status!r}; use one of {names}.") from None
 
 
-# A function's signature, and what it was computed from: `__code__`, `__defaults__` and `__kwdefaults__`
-# of the function (of a method's function), so that a function changed in place is looked at again.
-_SignatureEntry: TypeAlias = "tuple[inspect.Signature | None, object, object, object]"
-# Keyed weakly by the function, so that the cache keeps no function (nor a method's object) alive after
-# its test. Only plain functions and the methods bound to them: they compare and hash by identity (a
-# method by its function and the identity of its object), so an equal key always has the same signature.
-_SIGNATURES: weakref.WeakKeyDictionary[Callable[..., Any], _SignatureEntry] = weakref.WeakKeyDictionary()
-_CACHED_TYPES = (types.FunctionType, types.MethodType)
-
-
-def callable_signature(func: Callable[..., Any]) -> inspect.Signature | None:
-    """`inspect.signature(func)`, or `None` when it has none; cached for functions and bound methods."""
-    if type(func) not in _CACHED_TYPES:
-        return _uncached_signature(func)
-    function = func.__func__ if type(func) is types.MethodType else func
-    code = getattr(function, "__code__", None)
-    defaults = getattr(function, "__defaults__", None)
-    kwdefaults = getattr(function, "__kwdefaults__", None)
-    entry = _SIGNATURES.get(func)
-    if entry is not None and entry[1] is code and entry[2] is defaults and entry[3] is kwdefaults:
-        return entry[0]
-    signature = _uncached_signature(func)
-    _SIGNATURES[func] = (signature, code, defaults, kwdefaults)
-    return signature
-
-
-def _uncached_signature(func: Callable[..., Any]) -> inspect.Signature | None:
-    try:
-        return inspect.signature(func)
-    except (TypeError, ValueError):
-        return None
-
-
-def signature_of(record: TaskRecord) -> inspect.Signature | None:
-    """The parameters a scheduling of `record`'s function passes, or `None` when they are unknown."""
-    if record.kind == "dispatch":
-        signature: inspect.Signature | None = record.dispatcher.job_signature(record.func)  # type: ignore[attr-defined]
-        return signature
-    return callable_signature(record.func)
-
-
-def function_name(record: TaskRecord) -> str:
-    """The name of the function a record runs (a job's name in its queue), whatever the task's configured name."""
-    if record.kind == "dispatch":
-        return str(record.job_name)  # type: ignore[attr-defined]
-    return callable_name(record.func)
-
-
-def plain_signature(signature: inspect.Signature) -> str:
-    """`(a, b=1, *, c)`: a signature without its annotations, as a message shows it."""
-    return str(
-        signature.replace(
-            parameters=[p.replace(annotation=inspect.Parameter.empty) for p in signature.parameters.values()],
-            return_annotation=inspect.Signature.empty,
-        )
-    )
-
-
-def _named_parameters(signature: inspect.Signature) -> set[str]:
-    return {name for name, p in signature.parameters.items() if p.kind not in _VAR}
-
-
-def _flatten(
-    signature: inspect.Signature, bound: inspect.BoundArguments, *, defaults: bool
-) -> tuple[dict[str, Any], set[str]]:
-    """The bound arguments as `label -> value`, one per value (each of `*args`, each of `**kwargs`).
-
-    Returns the values and the labels that got their parameter's default.
-    """
-    given = set(bound.arguments)
-    if defaults:
-        bound.apply_defaults()
-    values: dict[str, Any] = {}
-    for name, value in bound.arguments.items():
-        kind = signature.parameters[name].kind
-        if kind is inspect.Parameter.VAR_POSITIONAL:
-            values.update((f"{name}[{index}]", item) for index, item in enumerate(value))
-        elif kind is inspect.Parameter.VAR_KEYWORD:
-            values.update(
-                (f"{name}[{key!r}]" if key in signature.parameters else key, item) for key, item in value.items()
-            )
-        else:
-            values[name] = value
-    return values, set(bound.arguments) - given
-
-
-def _equal(expected: Any, actual: Any) -> bool:
-    # The expected value on the left, so that `ANY` and other matchers decide.
-    try:
-        return expected is actual or bool(expected == actual)
-    except Exception:
-        return False
-
-
-def _positional_differences(
-    record: TaskRecord, args: tuple[Any, ...], kwargs: dict[str, Any], partial: bool
-) -> list[str]:
-    # For a function whose signature is unknown (a builtin): compare position by position.
-    differences = []
-    for index in range(max(len(args), 0 if partial else len(record.args))):
-        if index >= len(args):
-            differences.append(f"unexpected argument {index + 1}: {short_repr(record.args[index])}")
-        elif index >= len(record.args):
-            differences.append(f"missing argument {index + 1}: expected {short_repr(args[index])}")
-        elif not _equal(args[index], record.args[index]):
-            differences.append(
-                f"argument {index + 1}: expected {short_repr(args[index])}, got {short_repr(record.args[index])}"
-            )
-    keys = kwargs.keys() if partial else kwargs.keys() | record.kwargs.keys()
-    for key in sorted(keys):
-        if key not in record.kwargs:
-            differences.append(f"missing {key}: expected {short_repr(kwargs[key])}")
-        elif key not in kwargs:
-            differences.append(f"unexpected {key}: {short_repr(record.kwargs[key])}")
-        elif not _equal(kwargs[key], record.kwargs[key]):
-            differences.append(f"{key}: expected {short_repr(kwargs[key])}, got {short_repr(record.kwargs[key])}")
-    return differences
-
-
 @dataclass(frozen=True, eq=False)
 class Expected:
     """What a query or an assertion looks for: every part that is given must match."""
@@ -290,48 +164,9 @@ class Expected:
 
     def argument_differences(self, record: TaskRecord) -> list[str]:
         """How `record`'s arguments differ from the expected ones, parameter by parameter."""
-        if self.args is None or self._same_call(record):
+        if self.args is None:
             return []
-        signature = signature_of(record)
-        recorded: inspect.BoundArguments | None = None
-        if signature is not None:
-            try:
-                recorded = signature.bind(*record.args, **record.kwargs)
-            except TypeError:
-                recorded = None
-        if signature is None or recorded is None:
-            return _positional_differences(record, self.args, self.kwargs, self.partial)
-        try:
-            bind = signature.bind_partial if self.partial else signature.bind
-            expected = bind(*self.args, **self.kwargs)
-        except TypeError as exc:
-            return [f"the expected arguments do not fit {function_name(record)}{plain_signature(signature)}: {exc}"]
-        actual, defaulted = _flatten(signature, recorded, defaults=True)
-        wanted, _ = _flatten(signature, expected, defaults=not self.partial)
-        differences = []
-        for label, value in actual.items():
-            if label not in wanted:
-                if not self.partial:
-                    differences.append(f"unexpected {label}: {short_repr(value)}")
-            elif not _equal(wanted[label], value):
-                got = short_repr(value) + (" (its default)" if label in defaulted else "")
-                differences.append(f"{label}: expected {short_repr(wanted[label])}, got {got}")
-        differences += [
-            f"missing {label}: expected {short_repr(v)}" for label, v in wanted.items() if label not in actual
-        ]
-        return differences
-
-    def _same_call(self, record: TaskRecord) -> bool:
-        # Written as the task was scheduled, with equal values: bound to any signature (or compared
-        # position by position), they match too; binding them is for the calls written otherwise.
-        assert self.args is not None
-        args, kwargs = record.args, record.kwargs
-        return (
-            len(self.args) == len(args)
-            and self.kwargs.keys() == kwargs.keys()
-            and all(_equal(value, actual) for value, actual in zip(self.args, args, strict=True))
-            and all(_equal(value, kwargs[key]) for key, value in self.kwargs.items())
-        )
+        return argument_differences(record, self.args, self.kwargs, partial=self.partial)
 
     def may_fit(self, record: TaskRecord) -> bool:
         """Whether the expected arguments fit `record`'s function, or whether they do is unknown (see `fits`)."""
@@ -349,18 +184,7 @@ class Expected:
         """
         if self.args is None:
             return True
-        signature = signature_of(record)
-        if signature is None:
-            return None
-        try:
-            signature.bind(*record.args, **record.kwargs)
-        except TypeError:
-            return None
-        try:
-            (signature.bind_partial if self.partial else signature.bind)(*self.args, **self.kwargs)
-        except TypeError:
-            return False
-        return True
+        return fits(record, self.args, self.kwargs, partial=self.partial)
 
     # --- describing ----------------------------------------------------------------------------
 
@@ -397,7 +221,7 @@ def _parameter_names(task: TaskSpec | None, records: Sequence[TaskRecord]) -> se
             signatures.append(signature_of(record))
     names: set[str] = set()
     for signature in {id(signature): signature for signature in signatures if signature is not None}.values():
-        names |= _named_parameters(signature)
+        names |= named_parameters(signature)
     return names
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from fastapi_tasks_testing import RecordingScheduler
-from fastapi_tasks_testing._matching import callable_signature
+from fastapi_tasks_testing._signatures import callable_signature
 
 
 def count_signatures(monkeypatch: pytest.MonkeyPatch, func: Callable[..., Any]) -> list[object]:
