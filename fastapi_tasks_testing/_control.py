@@ -35,6 +35,7 @@ class Control(RecordQueries):
     mode: Mode
     _allowed: list[TaskSpec]
     _held: list[TaskSpec]
+    _detached: list[TaskSpec]
     _real_runtime: Runtime | None
 
     def allow(self, *tasks: TaskSpec) -> None:
@@ -60,6 +61,22 @@ class Control(RecordQueries):
                 "Use run mode (the default) or record mode to hold tasks."
             )
         self._held.extend(tasks)
+
+    def detach(self, *tasks: TaskSpec) -> None:
+        """Let the matching tasks outlive their request: the client's call does not wait for them.
+
+        For a task that is meant to run on after the response, for as long as the app runs (a
+        poller, a subscription): in "run" mode it is started as usual, and the client's call
+        returns without waiting for it; at teardown it is not reported if it is still running
+        or ended cancelled (the app's shutdown cancels it). Without a lifespan (a bare test
+        client) nothing outlives the client's call: the task is cancelled when the call returns.
+        """
+        for task in tasks:
+            check_spec("detach()", task)
+        self._detached.extend(tasks)
+
+    def _waits_for(self, record: TaskRecord) -> bool:
+        return not (self._detached and any(matches_task(record, spec) for spec in self._detached))
 
     def _runs(self, record: TaskRecord) -> bool:
         if self._held and any(matches_task(record, spec) for spec in self._held):

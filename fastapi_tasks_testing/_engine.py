@@ -1,21 +1,21 @@
-"""Where the recorder runs a request's tasks: the production scheduler, with tasks run one at a time.
+"""Where the recorder's tasks run: production's own spawn, with the recorder recording and tracking them.
 
-In "run" and "record" mode a request's tasks are scheduled, bound to FastAPI's exit stacks,
-started, discarded and refused by the production `TasksScheduler` and its batches, unchanged.
-What this module substitutes is the app's runtime, and only where it starts a task: instead of
-a task of its own per task, a request's tasks queue up and one worker runs them in the order
-production starts them, in the app's task group, where their bodies begin when production's
-would: at the request's next checkpoint. The request waits for them at the bottom of FastAPI's
-request exit stack, after everything production lets run before its last tasks get going, so
-that a test client's call returns once every task of the request has ended.
+In "run", "record" and "spy" mode a request's tasks are scheduled, bound to FastAPI's exit stacks,
+started, discarded and refused by the production `TasksScheduler` and its batches, unchanged, and
+each task that runs is started by the production runtime's own `spawn`: an asyncio task (or a
+task-group task on trio) of its own, with its own copy of the context, concurrent with the request
+and with the other tasks, with production's cancel and shield semantics, threads and limiter.
+What this module adds is the recording (a task's handle is its record) and the tracking of which
+tasks of each client call are still unfinished, for the wait outside the app (`_outside.py`).
+
+A task the recorder holds back (record mode, `hold()`) stays pending until `run_pending()` starts
+it, through the same spawn.
 """
 
 from __future__ import annotations
 
-from collections import deque
+import threading
 from collections.abc import Callable
-from contextlib import AsyncExitStack
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -23,16 +23,18 @@ from anyio.lowlevel import current_token
 from starlette.types import Scope
 
 from fastapi_tasks import Phase, Task, TaskConfig
-from fastapi_tasks._seam import RUNTIME_KEY, TG_KEY, Runtime, Serving, push_at_bottom, run_task, serving
+from fastapi_tasks._seam import RUNTIME_KEY, TG_KEY, Runtime, Serving
 
 from ._records import RequestInfo, TaskRecord
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
+__all__ = ["Call", "Recorder", "RequestRuntime", "run_recorded"]
+
 
 class Recorder(Protocol):
-    """What the engine needs of the recorder that uses it (the recorder itself, in `recorder.py`)."""
+    """What the engine needs of the recorder that uses it."""
 
     @property
     def mode(self) -> str:
@@ -41,6 +43,10 @@ class Recorder(Protocol):
 
     def _runs(self, record: TaskRecord) -> bool:
         """Whether the recorder lets `record` run now (not in record mode, not held)."""
+        ...
+
+    def _waits_for(self, record: TaskRecord) -> bool:
+        """Whether the client's call waits for `record` (it was not `detach()`ed)."""
         ...
 
     def _record(
@@ -68,42 +74,77 @@ class Recorder(Protocol):
         ...
 
 
-__all__ = ["RequestRuntime", "run_recorded", "runtime_of_the_request", "wait_at_bottom"]
+class Call:
+    """One call of a test client into the app, as the wait outside the app sees it.
 
-ExitCallback = Callable[[type[BaseException] | None, BaseException | None, TracebackType | None], Any]
+    It knows which of the call's tasks (and of the tasks they schedule) are unfinished, and
+    whether the app's ASGI call has returned: a sync `after_route` task's body waits for that
+    (see `TaskRecord._gate`).
+    """
+
+    __slots__ = ("_idle", "returned", "runtime", "unfinished")
+
+    def __init__(self) -> None:
+        self.unfinished: set[Task[..., Any]] = set()
+        self._idle: anyio.Event | None = None
+        self.returned = threading.Event()
+        # The runtime of a call served without the app's lifespan (a bare test client), if any.
+        self.runtime: Runtime | None = None
+
+    def track(self, task: Task[..., Any]) -> None:
+        self.unfinished.add(task)
+
+    def ended(self, task: Task[..., Any]) -> None:
+        self.unfinished.discard(task)
+        if not self.unfinished and self._idle is not None:
+            self._idle.set()
+
+    async def wait(self) -> None:
+        """Wait until every tracked task has ended (tasks may be tracked while it waits)."""
+        while self.unfinished:
+            self._idle = anyio.Event()
+            await self._idle.wait()
+
+
+def _gated(record: TaskRecord, call: Call) -> bool:
+    # Production races a sync deferred task's worker thread against the rest of the request (the
+    # request-scoped teardown, for an after_route task); the recorder makes the task lose that race.
+    return record.phase is Phase.AFTER_ROUTE and not call.returned.is_set()
+
+
+def _is_property(cls: type, name: str) -> bool:
+    return isinstance(getattr(cls, name, None), property)
 
 
 class RequestRuntime(Runtime):
     """The app's runtime as one request's tasks see it under the recorder.
 
-    The same task group, threads, live tasks and shutdown as the app's real runtime; what differs
-    is that every task it is handed is recorded, and where tasks run: in "run" mode one at a
-    time, in order, by a worker of the request's own; in "spy" mode as production runs them
-    (this very class's production `spawn`). Tasks the recorder holds back (record mode,
-    `hold()`) stay pending until `run_pending()` runs them.
+    Every attribute is the real runtime's (task group, threads, live tasks, shutdown, how it starts
+    a task) but three: the config (the recorder's, or the app's own), the task scope (a scheduler
+    built in one of these tasks records its tasks too), and `call`, the client call that waits for
+    them. Every task it is handed is recorded; those the recorder lets run are started by the real
+    runtime's own `spawn`.
     """
 
-    __slots__ = ("_idle_event", "_queue", "_working", "real", "recorder", "request")
+    __slots__ = ("call", "real", "recorder", "request")
 
-    def __init__(self, real: Runtime, recorder: Recorder, config: TaskConfig, request: RequestInfo | None) -> None:
-        # Not Runtime.__init__: everything but the recording and the queue is the real runtime's.
+    def __init__(
+        self, real: Runtime, recorder: Recorder, config: TaskConfig, request: RequestInfo | None, call: Call | None
+    ) -> None:
+        # Not Runtime.__init__: everything but the recording is the real runtime's, whatever it holds.
+        for cls in type(real).__mro__:
+            for name in getattr(cls, "__slots__", ()):
+                if name != "__weakref__" and hasattr(real, name) and not _is_property(type(self), name):
+                    object.__setattr__(self, name, getattr(real, name))
         self.real = real
         self.recorder = recorder
         self.request = request
+        self.call = call
         self.config = config
-        self.shutdown_timeout = real.shutdown_timeout
-        self.token = real.token
-        self.thread = real.thread
-        self.limiter = real.limiter
-        self._create_task = real._create_task  # spy mode starts tasks as production does
-        self.live = real.live
-        self.unbound = real.unbound
-        self._idle = None
         # A task's "current request" is this runtime: a scheduler it builds records its tasks too.
         self.task_scope: Scope = {"type": "fastapi_tasks.task", "state": {RUNTIME_KEY: self, TG_KEY: real.tg}}
-        self._queue: deque[Task[..., Any]] = deque()
-        self._working = False
-        self._idle_event: anyio.Event | None = None
+        if hasattr(real, "task_serving"):  # what a task's runner sets in the task's context: this scope
+            self.task_serving = Serving(self.task_scope)
 
     @property
     def tg(self) -> TaskGroup:  # type: ignore[override]
@@ -124,115 +165,41 @@ class RequestRuntime(Runtime):
         return self.recorder._record_dispatch(job, args, kwargs, config, phase, self.request)
 
     def spawn(self, task: Task[..., Any]) -> None:
-        if self.recorder.mode == "spy":
-            super().spawn(task)
-            return
         if task._status.ended:
             return  # cancelled while it waited for its batch
-        task._runtime = self
-        if not isinstance(task, TaskRecord) or not self.recorder._runs(task):
-            return  # record mode, or held: pending until run_pending()
-        # One of the app's live tasks, so that its shutdown waits for (or cancels) this one too.
-        self.live.add(task)
-        self._queue.append(task)
-        if not self._working:
-            self._working = True
-            token = serving.set(Serving(self.task_scope))
-            try:
-                self.real.tg.start_soon(self._work, name="tasks_recorder worker")
-            finally:
-                serving.reset(token)
-
-    async def _work(self) -> None:
-        try:
-            while self._queue:
-                task = self._queue.popleft()
-                if task._status.ended:
-                    # Cancelled while it waited in the queue (Task.cancel(), or the app's shutdown, which
-                    # waits until its live tasks are gone: task_ended() tells it, a bare discard would not).
-                    self.task_ended(task)
-                    continue
-                await _run_in_own_scope(task, self)
-        finally:
-            self._working = False
-            for task in self._queue:  # the app's task group was cancelled under the worker
-                self.task_ended(task)
-            if self._idle_event is not None:
-                self._idle_event.set()
-                self._idle_event = None
+        if isinstance(task, TaskRecord) and self.recorder.mode != "spy":
+            task._runtime = self
+            if not self.recorder._runs(task):
+                return  # record mode, or held: pending until run_pending()
+            call = self.call
+            if call is not None and self.recorder._waits_for(task):
+                call.track(task)
+                if _gated(task, call):
+                    task._gate = call.returned
+        super().spawn(task)
 
     def task_ended(self, task: Task[..., Any], /) -> None:
         self.real.task_ended(task)
-
-    async def wait_idle(self) -> None:
-        """Wait until every task queued so far, and every task they queue, has ended."""
-        while self._working:
-            if self._idle_event is None:
-                self._idle_event = anyio.Event()
-            await self._idle_event.wait()
-
-
-async def _run_in_own_scope(task: Task[..., Any], runtime: RequestRuntime) -> None:
-    # A cancel scope of its own: Task.cancel() and the app's shutdown cancel this task only.
-    with anyio.CancelScope() as scope:
-        task._handle = scope
-        await run_task(task, runtime)
-
-
-def wait_at_bottom(stack: AsyncExitStack, runtime: RequestRuntime, *, shielded: bool = False) -> None:
-    """Make `stack`, once unwound, wait for the request's tasks (after the batch bound at its bottom).
-
-    `shielded`: wait even when the request is cancelled. Starlette's `TestClient` cancels a
-    WebSocket session as its `websocket_connect()` block ends: without the shield, the session's
-    tasks would still be running when the test goes on.
-    """
-
-    async def wait_for_tasks(
-        exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if not runtime._working:
-            return  # nothing queued, nothing running: no cancel scope to pay for
-        with anyio.CancelScope(shield=shielded):
-            await runtime.wait_idle()
-
-    push_at_bottom(stack, wait_for_tasks, is_async=True)
-
-
-async def runtime_of_the_request(scope: Scope, config: TaskConfig) -> tuple[Runtime, ExitCallback]:
-    """A runtime for one request of an app whose lifespan is not running (a bare `TestClient(app)`).
-
-    Production has no such thing: run mode runs a request's tasks before the request ends, so a
-    task group of the request's own can stand in for the lifespan's. It is what lets a test skip
-    the lifespan; see the documented differences. Returned with the exit callback that closes it,
-    to be pushed at the very bottom of the request stack, after `wait_at_bottom`.
-    """
-    tg = anyio.create_task_group()
-    await tg.__aenter__()
-
-    async def close(exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool:
-        # The endpoint's own exception must reach FastAPI's handlers unchanged, not wrapped in the
-        # task group's exception group; only a cancellation is the task group's business.
-        if exc_type is not None and issubclass(exc_type, anyio.get_cancelled_exc_class()):
-            return bool(await tg.__aexit__(exc_type, exc, tb))
-        # Never suppress: trio's task group returns True from a clean exit, which would swallow the
-        # endpoint's exception (FastAPI then raises "Response not awaited").
-        await tg.__aexit__(None, None, None)
-        return False
-
-    return Runtime(tg, config, None), close
+        if self.call is not None:
+            self.call.ended(task)
 
 
 async def run_recorded(task: Task[..., Any]) -> None:
-    """Run a pending recorded task now, in the current task (`run_pending()`), as its runtime would."""
+    """Start a pending recorded task now through its runtime's spawn (`run_pending()`), and wait until it ends.
+
+    Scheduled outside a request, or on an event loop that has ended (`run_pending_sync()` after the
+    app's lifespan), it gets a runtime of its own for the time it runs, which starts it the same way.
+    """
     runtime = task._runtime
-    if not isinstance(runtime, RequestRuntime) or runtime.token.native_token != current_token().native_token:
-        # Scheduled outside a request, or on an event loop that has ended (run_pending_sync() after
-        # the app's lifespan): nothing of the app's runtime can be used here.
-        await run_task(task)
+    if (
+        isinstance(runtime, RequestRuntime)
+        and not runtime.closed
+        and runtime.token.native_token == current_token().native_token
+    ):
+        Runtime.spawn(runtime, task)  # production's spawn, without the recorder's "does it run" check
+        await task.wait()
         return
-    runtime.live.add(task)
-    token = serving.set(Serving(runtime.task_scope))
-    try:
-        await _run_in_own_scope(task, runtime)
-    finally:
-        serving.reset(token)
+    async with anyio.create_task_group() as tg:
+        own = Runtime(tg, task.config, None, native=True)
+        own.spawn(task)
+        await task.wait()

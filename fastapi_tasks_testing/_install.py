@@ -12,7 +12,7 @@ import os
 import sys
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI
 from starlette.requests import HTTPConnection
@@ -20,20 +20,14 @@ from starlette.routing import Host, Mount
 from starlette.types import Scope
 
 from fastapi_tasks import Phase, TaskConfig, TasksScheduler, get_tasks_scheduler
-from fastapi_tasks._seam import (
-    CONFIG_KEY,
-    Runtime,
-    push_at_bottom,
-    resolution_watchers,
-    resolve_runtime,
-    tasks_added,
-)
+from fastapi_tasks._seam import CONFIG_KEY, Runtime, resolution_watchers, resolve_runtime, tasks_added
 from fastapi_tasks.errors import FastAPITasksError, FastAPITasksUninitializedAppError
 
 from ._background import BackgroundTaskRecord, hook_background_tasks, unhook_background_tasks
 from ._dispatch import DispatchRecord
-from ._engine import RequestRuntime, runtime_of_the_request, wait_at_bottom
+from ._engine import Call, RequestRuntime
 from ._mode import Mode
+from ._outside import OutsideWait, Waiter, current_call
 from ._records import RequestInfo, TaskRecord
 
 __all__ = ["Installing", "recording_dependency"]
@@ -55,8 +49,13 @@ class Installing:
     _previous_overrides: list[tuple[FastAPI, bool, Any]]
     _override_problem: str | None
     _real_runtime: Runtime | None
+    # The app's outermost ASGI callable before install() wrapped it in the wait outside the app.
+    _previous_stack: list[tuple[FastAPI, Any]]
     # What the request's runtime and the BackgroundTasks hook call back (defined by the other parts).
     _runs: Callable[[TaskRecord], bool]
+    _waits_for: Callable[[TaskRecord], bool]
+    wait_timeout: float
+    _waited_too_long: Callable[[Call, Scope], BaseException]
     _target_for: Callable[[TaskRecord], Callable[..., Any]]
     _next_order: Callable[[], int]
     _record: Callable[
@@ -96,6 +95,11 @@ class Installing:
             overrides[get_tasks_scheduler] = recording_dependency
             _RECORDERS[target] = self
         resolution_watchers.append(self._watch_resolution)
+        # Outside every middleware of the app: a client's call waits there, once the app has returned, for
+        # the tasks it started (see _outside.py). Built now as Starlette would build it on the first call.
+        stack = app.middleware_stack
+        self._previous_stack.append((app, stack))
+        app.middleware_stack = OutsideWait(app.build_middleware_stack() if stack is None else stack, self)
         self.app = app
         self._installed_by = _install_call_site()
 
@@ -121,6 +125,10 @@ class Installing:
         Their `BackgroundTasks` are no longer recorded; FastAPI's own class is back once no recorder is installed.
         """
         unhook_background_tasks(self)
+        while self._previous_stack:
+            app, stack = self._previous_stack.pop()
+            if isinstance(app.middleware_stack, OutsideWait) and app.middleware_stack.waiter is cast("Waiter", self):
+                app.middleware_stack = stack
         if self._watch_resolution in resolution_watchers:
             resolution_watchers.remove(self._watch_resolution)
         while self._previous_overrides:
@@ -134,15 +142,18 @@ class Installing:
         self.app = None
 
     async def _dependency(self, connection: HTTPConnection) -> TasksScheduler:
-        # The production dependency, with the request's runtime swapped for one that records: the same
-        # errors (no add_tasks, no lifespan), the same scheduler, bound to the same exit stacks.
+        # The production dependency, with the request's runtime swapped for one that records and then
+        # starts each task with the real runtime's own spawn: the same errors (no add_tasks, no lifespan),
+        # the same scheduler, bound to the same exit stacks.
         scope = connection.scope
-        close = None
+        call = current_call.get()
         try:
             real = resolve_runtime(scope)
         except FastAPITasksUninitializedAppError:
-            # Without add_tasks the app fails here in production, and so does it here; spy mode runs
-            # tasks on the app's real scheduler. Run and record mode can do without the lifespan.
+            # Without add_tasks the app fails here in production, and so it does here. Without the lifespan
+            # a test client's call has a runtime of its own (see _outside.py), unless in spy mode, which
+            # runs tasks on the app's real runtime, or while a lifespan runs without add_tasks' (a mounted
+            # app's), where production fails too.
             if not tasks_added(scope):
                 raise
             if self.mode == "spy":
@@ -150,21 +161,19 @@ class Installing:
                     "tasks_recorder in spy mode runs tasks on the app's real scheduler, so the lifespan must run: "
                     "use `with TestClient(app) as client:` or asgi_lifespan.LifespanManager(app)."
                 ) from None
-            real, close = await runtime_of_the_request(scope, self.config)
+            if call is None or call.runtime is None:
+                raise
+            real = call.runtime
+            # Its config is that of the app the client called; the app serving the request may be one
+            # mounted in it, with add_tasks of its own, whose config production would use.
+            config = self._explicit_config or getattr(getattr(scope.get("app"), "state", None), CONFIG_KEY, None)
         else:
             self._real_runtime = real
-        config = real.config if self._explicit_config is None else self._explicit_config
-        runtime = RequestRuntime(real, self, config, RequestInfo.from_scope(scope))
-        scheduler = TasksScheduler(_runtime=runtime, _scope=scope)
-        if self.mode != "spy":
-            # Below the after_response batch production bound at the bottom of the request stack: the
-            # request ends once every task it started has ended. Nothing waits at the bottom of the
-            # function stack: the after_route tasks start there and run while the response is sent,
-            # as in production, where their bodies begin at the request's next checkpoint.
-            wait_at_bottom(scope["fastapi_inner_astack"], runtime, shielded=scope["type"] == "websocket")
-        if close is not None:
-            push_at_bottom(scope["fastapi_inner_astack"], close, is_async=True)
-        return scheduler
+            config = self._explicit_config
+        if config is None:
+            config = real.config
+        runtime = RequestRuntime(real, self, config, RequestInfo.from_scope(scope), call)
+        return TasksScheduler(_runtime=runtime, _scope=scope)
 
     def _already_installed(self) -> str:
         return (

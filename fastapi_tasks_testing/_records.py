@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import itertools
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -69,6 +70,18 @@ class RequestInfo:
         return info
 
 
+GATE_TIMEOUT = 30.0
+"""Seconds at most that a sync task's body waits in its worker thread for its request's ASGI call to return."""
+
+
+def _after_the_request(gate: threading.Event, target: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    # In the task's worker thread: production races this thread against the rest of the request, which
+    # it loses on a real server nearly every time (the request's teardown goes on in the event loop);
+    # run mode makes it lose every time. Bounded: the client's call waits for the task meanwhile.
+    gate.wait(GATE_TIMEOUT)
+    return target(*args, **kwargs)
+
+
 def _now() -> dt.datetime:
     # Looked up through the module at call time, so freezegun's patched datetime is the one used.
     return dt.datetime.now(dt.timezone.utc)
@@ -85,6 +98,7 @@ class TaskRecord(Task[..., Any]):
     """
 
     __slots__ = (
+        "_gate",
         "_recorder",
         "finished_at",
         "handled",
@@ -128,6 +142,8 @@ class TaskRecord(Task[..., Any]):
         self.handled = False
         self.source: Literal["Tasks", "BackgroundTasks"] = "Tasks"
         self.reason: str | None = None
+        # Set when the body, if sync, must begin only once its request's ASGI call has returned.
+        self._gate: threading.Event | None = None
 
     def __repr__(self) -> str:
         return f"<TaskRecord #{self.seq} {self.phase.value} {self.name!r} {self.status.value}>"
@@ -149,7 +165,11 @@ class TaskRecord(Task[..., Any]):
 
     def _target(self) -> Callable[..., Any]:
         keeper: TaskKeeper = self._recorder
-        return keeper._target_for(self)
+        target = keeper._target_for(self)
+        gate = self._gate
+        if gate is None or is_async_callable(target):
+            return target
+        return functools.partial(_after_the_request, gate, target)
 
     def _error_handler(self) -> Any:
         handler = self.config.on_error

@@ -1,19 +1,21 @@
-"""Waiting for tasks that run elsewhere: `drain()` and `wait_for()` (for "spy" mode), and their sync twins."""
+"""Waiting for tasks: what a client's call says when its tasks outlast the wait (run mode), and `drain()` and
+`wait_for()` (for "spy" mode), with their sync twins."""
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import anyio
 
 from fastapi_tasks import TaskStatus
 
 from ._assertions import RecordQueries
+from ._engine import Call
 from ._faults import check_spec
 from ._matching import Expected, Predicate, TaskSpec, parse_status
-from ._records import TaskRecord
+from ._records import RequestInfo, TaskRecord
 from ._sync import check_no_running_loop
 
 __all__ = ["Waiting"]
@@ -37,6 +39,25 @@ class Waiting(RecordQueries):
 
     # The recorder's state this part reads (set in `RecordingScheduler.__init__`).
     _records: list[TaskRecord]
+    wait_timeout: float
+
+    def _waited_too_long(self, call: Call, scope: Any) -> BaseException:
+        """The error of a client call whose tasks are still unfinished once `wait_timeout` has passed."""
+        request = RequestInfo.from_scope(scope)
+        unfinished = sorted(
+            (task for task in call.unfinished if isinstance(task, TaskRecord)), key=lambda record: record.seq
+        )
+        lines = "\n".join(
+            f"- #{record.seq} {record.phase.value} {record.name!r} ({record.status.value}, from {record.request})"
+            for record in unfinished
+        )
+        return AssertionError(
+            f"tasks_recorder waited {self.wait_timeout:g} s after {request} returned for the tasks it started, "
+            f"and {len(unfinished)} of them had not ended; they were cancelled:\n{lines}\n"
+            "A task meant to outlive its request (a poller, say) can be let go: tasks_recorder.detach(task) "
+            "(the call no longer waits for it), or kept from running: tasks_recorder.hold(task). To wait "
+            "longer: @pytest.mark.tasks_recorder(wait_timeout=...) or the ini option fastapi_tasks_wait_timeout."
+        )
 
     async def drain(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 (the timeout is the point of drain)
         """Wait until every recorded task has ended (for "spy" mode, where tasks run concurrently).

@@ -423,11 +423,12 @@ def test_run_mode_with_testclient_without_lifespan(sync_endpoint: bool, anyio_ba
     response = TestClient(app, backend=anyio_backend).post("/signup", params={"email": "a@b.c"})
 
     assert response.json() == {"email": "a@b.c"}
-    # As in production, the immediate and after_route tasks run while the request goes on (their bodies
-    # begin at its next checkpoint), one at a time and in order; after_response ones after the response.
+    # As in production, the immediate task runs while the request goes on, the after_response one after the
+    # response was sent; the sync after_route one, whose worker thread production races against the rest of
+    # the request, begins once the request's ASGI call has returned (run mode makes it lose that race).
     assert set(LOG) == {"endpoint", "audit a@b.c", "audit after a@b.c", "response sent", "email a@b.c Welcome"}
-    assert LOG.index("audit a@b.c") < LOG.index("audit after a@b.c") < LOG.index("email a@b.c Welcome")
     assert LOG.index("response sent") < LOG.index("email a@b.c Welcome")
+    assert LOG.index("response sent") < LOG.index("audit after a@b.c")
     assert [(r.phase, r.status, r.result) for r in recorder.records] == [
         (Phase.IMMEDIATE, TaskStatus.SUCCEEDED, "audited a@b.c"),
         (Phase.AFTER_ROUTE, TaskStatus.SUCCEEDED, "audited after a@b.c"),
@@ -463,10 +464,26 @@ async def test_run_mode_with_asyncclient_without_lifespan(anyio_backend: Backend
         response = await client.post("/signup", params={"email": "a@b.c"})
 
     assert response.json() == {"email": "a@b.c"}
-    tasks_log = [entry for entry in LOG if entry != "response sent"]
-    assert tasks_log == ["endpoint", "audit a@b.c", "audit after a@b.c", "email a@b.c Welcome"]
+    assert LOG[0] == "endpoint"  # the immediate task begins at the endpoint's next checkpoint, at the earliest
+    assert set(LOG) == {"endpoint", "audit a@b.c", "audit after a@b.c", "response sent", "email a@b.c Welcome"}
     assert LOG.index("response sent") < LOG.index("email a@b.c Welcome")
+    assert LOG.index("response sent") < LOG.index("audit after a@b.c")
     assert all(r.status is TaskStatus.SUCCEEDED for r in recorder.records)
+
+
+def check_production_ordering(log: list[str]) -> None:
+    """What production guarantees of `/order`'s tasks, and nothing more: its tasks run concurrently."""
+    assert sorted(entry for entry in log if entry != "response sent") == sorted(
+        f"{label} {when}"
+        for label in ("immediate", "route 1", "route 2", "response 1", "response 2")
+        for when in ("start", "end")
+    )
+    # The after_response tasks begin after the response was sent.
+    assert log.index("response sent") < log.index("response 1 start")
+    assert log.index("response sent") < log.index("response 2 start")
+    # The tasks of a phase run at once: the second begins before the first has ended.
+    assert log.index("route 2 start") < log.index("route 1 end")
+    assert log.index("response 2 start") < log.index("response 1 end")
 
 
 def test_run_mode_ordering_guarantees(anyio_backend: Backend) -> None:
@@ -476,26 +493,10 @@ def test_run_mode_ordering_guarantees(anyio_backend: Backend) -> None:
 
     TestClient(app, backend=anyio_backend).post("/order")
 
-    # The immediate task has finished before the after_route tasks start; those run one at a time
-    # in scheduling order, while the response is sent (as in production, where they are started when
-    # the endpoint returns, and their bodies begin at the request's next checkpoint); the
-    # after_response ones run after the response was sent, one at a time.
-    assert [entry for entry in LOG if entry != "response sent"] == [
-        "immediate start",
-        "immediate end",
-        "route 1 start",
-        "route 1 end",
-        "route 2 start",
-        "route 2 end",
-        "response 1 start",
-        "response 1 end",
-        "response 2 start",
-        "response 2 end",
-    ]
-    assert LOG.index("response sent") < LOG.index("response 1 start")
+    check_production_ordering(LOG)
     # ...and when the client's call returns, every task of the request has ended.
     assert [r.status for r in recorder.records] == [TaskStatus.SUCCEEDED] * 5
-    assert [r.order for r in recorder.records] == [1, 2, 3, 4, 5]
+    assert sorted(r.order for r in recorder.records if r.order is not None) == [1, 2, 3, 4, 5]
 
 
 @pytest.mark.anyio
@@ -508,11 +509,7 @@ async def test_run_mode_ordering_guarantees_with_asyncclient(anyio_backend: Back
         await client.post("/order")
         assert all(r.done for r in recorder.records)
 
-    assert LOG.index("immediate end") < LOG.index("route 1 start")
-    assert LOG.index("route 1 end") < LOG.index("route 2 start")
-    assert LOG.index("route 2 end") < LOG.index("response 1 start")
-    assert LOG.index("response sent") < LOG.index("response 1 start")
-    assert LOG.index("response 1 end") < LOG.index("response 2 start")
+    check_production_ordering(LOG)
 
 
 @pytest.mark.anyio
@@ -657,6 +654,7 @@ async def test_cancelled_request_leaves_a_trace_of_every_task(anyio_backend: Bac
         await anyio.Event().wait()
 
     recorder = RecordingScheduler()
+    recorder.detach(forever)  # it outlives its request, as in production; without a lifespan, it ends with the call
     recorder.install(app)
 
     async def send(message: Message) -> None:
@@ -883,7 +881,7 @@ async def test_on_error_is_called_as_in_production(anyio_backend: Backend, caplo
             response = await client.get("/")
 
     assert response.json() == {"ok": "yes"}
-    assert calls == ["sync explode: one", "async explode: two"]
+    assert sorted(calls) == ["async explode: two", "sync explode: one"]  # the tasks ran concurrently
     assert [r.status for r in recorder.records] == [TaskStatus.FAILED] * 3 + [TaskStatus.SUCCEEDED]
     assert recorder.records[2].on_error_calls == [(recorder.records[2], recorder.records[2].exception)]
     assert caplog.records[-1].getMessage() == (

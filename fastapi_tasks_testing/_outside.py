@@ -1,0 +1,154 @@
+"""The wait outside the app: a test client's call returns once the tasks it started have ended.
+
+`RecordingScheduler.install(app)` puts `OutsideWait` around the app's outermost ASGI callable
+(`app.middleware_stack`, outside every middleware, `ServerErrorMiddleware` included) and
+`uninstall()` takes it away. A client call goes through it: after the whole ASGI call has
+returned, it waits, bounded, for every task of the call and every task those schedule, so nothing
+inside the app (a timeout middleware, a request timer) sees the wait. Starlette's `TestClient`
+returns a fully read response only once the app's ASGI call returns, and httpx's `ASGITransport`
+awaits the whole call before it answers: either way the test goes on after the wait.
+
+Without the app's lifespan (a bare `TestClient(app)`, or `ASGITransport` without a lifespan
+manager) a call gets a task group and a runtime of its own for its tasks, which end with the call.
+
+A WebSocket session that the client closes is not cancelled at once, as `TestClient` would: the
+app goes on until it returns, as under a server, where sending to a client that has gone raises
+`OSError`. Only past the bound is it cancelled.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from typing import Protocol
+
+import anyio
+import anyio.abc
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fastapi_tasks import TaskConfig
+from fastapi_tasks._seam import CONFIG_KEY, RUNTIME_KEY, Runtime
+
+from ._engine import Call
+
+__all__ = ["OutsideWait", "Waiter", "current_call"]
+
+current_call: ContextVar[Call | None] = ContextVar("fastapi_tasks_testing_call", default=None)
+"""The client call being served, as the recorder's `Tasks` dependency sees it; `None` outside `OutsideWait`."""
+
+
+class Waiter(Protocol):
+    """What the wait needs of the recorder that installed it."""
+
+    @property
+    def mode(self) -> str:
+        """ "run", "record" or "spy"."""
+        ...
+
+    @property
+    def wait_timeout(self) -> float:
+        """Seconds a client call waits for its tasks after the app's ASGI call returned."""
+        ...
+
+    def _waited_too_long(self, call: Call, scope: Scope) -> BaseException:
+        """The error that fails the client's call whose tasks outlasted the wait; it names them."""
+        ...
+
+
+class OutsideWait:
+    """Around the app's outermost ASGI callable: each client call waits for its tasks once the app returned."""
+
+    def __init__(self, app: ASGIApp, waiter: Waiter) -> None:
+        self.app = app
+        self.waiter = waiter
+        # Lifespans running through this app (`with TestClient(app)`, LifespanManager): while one runs,
+        # a request without the app's runtime fails as in production instead of getting one of its own.
+        self.lifespans = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            self.lifespans += 1
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                self.lifespans -= 1
+            return
+        if self.waiter.mode == "spy" or scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        call = Call()
+        token = current_call.set(call)
+        try:
+            if self.lifespans or RUNTIME_KEY in scope.get("state", {}):
+                await self._serve(call, scope, receive, send)
+            else:
+                await self._serve_with_own_runtime(call, scope, receive, send)
+        finally:
+            current_call.reset(token)
+
+    async def _serve_with_own_runtime(self, call: Call, scope: Scope, receive: Receive, send: Send) -> None:
+        # Entered and left by hand, not in `async with`: the app's own exception must reach the client
+        # unchanged, not wrapped in the task group's exception group.
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        config = getattr(getattr(scope.get("app"), "state", None), CONFIG_KEY, None) or TaskConfig()
+        runtime = call.runtime = Runtime(tg, config, 0, native=True)
+        try:
+            await self._serve(call, scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(self.waiter.wait_timeout):
+                # What the call did not wait for (detached tasks) ends with it: there is no lifespan to outlive.
+                await runtime.shutdown()
+            tg.cancel_scope.cancel()
+            await tg.__aexit__(None, None, None)
+
+    async def _serve(self, call: Call, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            if scope["type"] == "websocket":
+                await self._websocket(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
+        finally:
+            call.returned.set()
+            with anyio.CancelScope(shield=True):
+                with anyio.move_on_after(self.waiter.wait_timeout):
+                    await call.wait()
+            if call.unfinished:
+                for task in list(call.unfinished):
+                    task.cancel()
+                raise self.waiter._waited_too_long(call, scope)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gone = False
+
+        async def send_while_connected(message: Message) -> None:
+            if gone:
+                raise OSError("the client has closed the WebSocket")
+            await send(message)
+
+        outcome: list[BaseException] = []
+        done = anyio.Event()
+
+        async def serve(*, task_status: anyio.abc.TaskStatus[anyio.CancelScope]) -> None:
+            with anyio.CancelScope() as scope_of_the_app:
+                task_status.started(scope_of_the_app)
+                try:
+                    await self.app(scope, receive, send_while_connected)
+                except BaseException as exc:  # handed to the caller, unwrapped
+                    outcome.append(exc)
+                finally:
+                    done.set()
+
+        async with anyio.create_task_group() as tg:
+            app_scope: anyio.CancelScope = await tg.start(serve)
+            try:
+                await done.wait()
+            except anyio.get_cancelled_exc_class():
+                # The client closed the session (TestClient cancels it): the app goes on, as under a server.
+                gone = True
+                with anyio.CancelScope(shield=True):
+                    with anyio.move_on_after(self.waiter.wait_timeout):
+                        await done.wait()
+                app_scope.cancel()
+                raise
+        if outcome:
+            raise outcome[0]
