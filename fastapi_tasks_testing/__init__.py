@@ -12,7 +12,8 @@ from typing import Any
 from fastapi_tasks import Phase, TaskStatus
 
 from ._assertions import RecordQueries
-from ._dispatch import DispatchQueries, DispatchRecord, JobRuns
+from ._dispatch import DispatchQueries
+from ._dispatch_records import DispatchRecord, JobRuns
 from ._faults import Fault
 from ._matching import Predicate, TaskSpec
 from ._mode import MODES, Mode

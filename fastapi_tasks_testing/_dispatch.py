@@ -1,10 +1,11 @@
-"""Recording `enqueue()`: dispatch records, their queries and assertions, and running dispatched jobs.
+"""Recording `enqueue()`: its queries and assertions, its faults, and running dispatched jobs.
 
 A dispatch is recorded in the same timeline as the tasks (its `kind` is "dispatch"). By default
 nothing is sent to a broker and no job body runs: the dispatch only checks that the arguments
 survive the queue's serializer, as they must in production. `run_dispatched()` then runs the
 jobs in the test's process as their workers would, and "spy" mode sends to the real broker.
 Nothing here imports a queue library: the job's own adapter is used, found as production finds it.
+The records themselves are in `_dispatch_records.py`.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from typing import Any
 
 import anyio
 
-from fastapi_tasks import DispatchTask, Phase, TaskConfig, TaskStatus
-from fastapi_tasks._seam import describe_exception, dispatch_error, find_dispatcher, prepare_dispatch
+from fastapi_tasks import Phase, TaskConfig, TaskStatus
+from fastapi_tasks._seam import find_dispatcher, prepare_dispatch
 
 from ._assertions import RecordQueries
+from ._dispatch_records import DispatchRecord, JobRuns
 from ._engine import run_recorded
 from ._explain import bullet, times_text, were
 from ._faults import Fault, check_exception
@@ -26,84 +28,11 @@ from ._matching import Expected, Predicate, TaskSpec, matches_task, parse_phase,
 from ._mode import Mode
 from ._queries import COUNT_OPTIONS, MATCH_OPTIONS, check_times
 from ._records import RequestInfo, TaskRecord
-from ._timeline import format_call, one_line, outcome, short_repr, shorten_message
+from ._timeline import outcome
 
-__all__ = ["DispatchQueries", "DispatchRecord", "DispatchRecorder", "JobRuns"]
+__all__ = ["DispatchQueries", "DispatchRecorder"]
 
 _MAX_PASSES = 1000  # run_dispatched(follow=True): a pass runs the jobs dispatched by the previous one
-
-
-class DispatchRecord(TaskRecord, DispatchTask):
-    """One `enqueue()` as the recorder saw it; also the dispatch's handle.
-
-    Besides a `TaskRecord`'s attributes it has `job`, `job_name`, `job_id` and `backend`; its
-    `args` and `kwargs` are the arguments after a round trip through the queue's serializer, as
-    a worker receives them. Its status is pending, then dispatched (or failed with a
-    `DispatchError`, discarded, cancelled). After `run_dispatched()`, `job_ran` is true and
-    `job_result` holds what the job returned (or `job_exception` what it raised, when the run
-    collected errors).
-    """
-
-    __slots__ = ("_original", "_send_error", "job_exception", "job_ran", "job_result")
-
-    _original: tuple[tuple[Any, ...], dict[str, Any]]
-    _send_error: Exception | None
-    job_ran: bool
-    job_result: Any
-    job_exception: Exception | None
-
-    def __repr__(self) -> str:
-        return (
-            f"<DispatchRecord #{self.seq} {self.phase.value} {self.name!r} job_id={self.job_id!r} {self.status.value}>"
-        )
-
-    @property
-    def kind(self) -> str:
-        """What was recorded: "dispatch"."""
-        return "dispatch"
-
-    def _target(self) -> Callable[..., Any]:
-        return self._record_send
-
-    async def _record_send(self, *args: Any, **kwargs: Any) -> Any:
-        recorder: DispatchRecorder = self._recorder
-        if self._send_error is not None:
-            raise dispatch_error(self, self._send_error) from self._send_error
-        fault = recorder._dispatch_fault_for(self)
-        if fault is not None:
-            raise dispatch_error(self, fault) from fault
-        if recorder.mode == "spy":
-            original_args, original_kwargs = self._original
-            return await DispatchTask._send(self, *original_args, **original_kwargs)
-        return None
-
-
-class JobRuns(list[DispatchRecord]):
-    """What `run_dispatched()` returns: the records whose jobs it ran, in order, and how they went."""
-
-    @property
-    def failed(self) -> list[DispatchRecord]:
-        """The records whose job raised (kept in their `job_exception`)."""
-        return [record for record in self if record.job_exception is not None]
-
-    @property
-    def succeeded(self) -> list[DispatchRecord]:
-        """The records whose job returned (what it returned is in their `job_result`)."""
-        return [record for record in self if record.job_exception is None]
-
-    def summary(self) -> str:
-        """One line per job run: `- #1 shop.ship(1): returned 'ok'` or `...: raised KeyError: 'x'`."""
-        if not self:
-            return "(no job was run)"
-        lines = []
-        for record in self:
-            call = format_call(record.job_name, record.args, record.kwargs)
-            if record.job_exception is None:
-                lines.append(f"- #{record.seq} {call}: returned {short_repr(record.job_result)}")
-            else:
-                raised = shorten_message(one_line(describe_exception(record.job_exception)), 80)
-                lines.append(f"- #{record.seq} {call}: raised {raised}")
-        return "\n".join(lines)
 
 
 class DispatchQueries(RecordQueries):

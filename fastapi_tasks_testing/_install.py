@@ -24,7 +24,7 @@ from fastapi_tasks._seam import CONFIG_KEY, Runtime, resolution_watchers, resolv
 from fastapi_tasks.errors import FastAPITasksError, FastAPITasksUninitializedAppError
 
 from ._background import BackgroundTaskRecord, hook_background_tasks, unhook_background_tasks
-from ._dispatch import DispatchRecord
+from ._dispatch_records import DispatchRecord
 from ._engine import Call, RequestRuntime
 from ._mode import Mode
 from ._outside import OutsideWait, Waiter, current_call
