@@ -1,4 +1,4 @@
-"""The packages' layout: no import circle, and one declared seam between production and the testing toolkit.
+"""The packages' layout: no import circle, one declared seam between production and the testing toolkit, short modules.
 
 The imports are read from the source, not from `sys.modules`, so that every import counts: at the
 top of a module, inside a function (a lazy import runs later, but it still makes the importing
@@ -27,6 +27,12 @@ TYPE_ONLY_BACK_EDGES = {
 """Edges allowed to close a circle, each only under `if TYPE_CHECKING:`, with the reason."""
 
 SEAM = "fastapi_tasks._seam"
+
+MAX_MODULE_LINES = 400
+"""A module longer than this holds more than one concept: split it (issue 19)."""
+
+LONG_MODULES: dict[str, str] = {}
+"""Modules allowed over `MAX_MODULE_LINES` (path from the project root -> why), each with its reason."""
 
 
 @dataclass(frozen=True)
@@ -220,3 +226,29 @@ def test_the_seam_declares_itself_the_contract() -> None:
     assert len(set(fastapi_tasks._seam.__all__)) == len(fastapi_tasks._seam.__all__)
     for name in fastapi_tasks._seam.__all__:
         assert hasattr(fastapi_tasks._seam, name)
+
+
+def _module_lengths() -> dict[str, int]:
+    return {
+        path.relative_to(ROOT).as_posix(): len(path.read_text(encoding="utf-8").splitlines())
+        for path in all_modules().values()
+    }
+
+
+def test_no_module_is_longer_than_the_limit() -> None:
+    long = sorted(
+        f"{path}: {lines} lines"
+        for path, lines in _module_lengths().items()
+        if lines > MAX_MODULE_LINES and path not in LONG_MODULES
+    )
+    assert not long, (
+        f"Modules longer than {MAX_MODULE_LINES} lines (split each by concept, or list it in "
+        "tests/test_layout.py's LONG_MODULES with the reason):\n" + "\n".join(f"- {line}" for line in long)
+    )
+
+
+def test_each_long_module_exception_is_still_needed() -> None:
+    lengths = _module_lengths()
+    stale = sorted(path for path in LONG_MODULES if lengths.get(path, 0) <= MAX_MODULE_LINES)
+    assert not stale, f"LONG_MODULES lists modules that are gone or no longer over {MAX_MODULE_LINES} lines: {stale}"
+    assert all(reason.strip() for reason in LONG_MODULES.values()), "each entry of LONG_MODULES needs its reason"
