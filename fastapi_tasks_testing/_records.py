@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+import anyio.from_thread
+
 from fastapi_tasks import Phase, Task, TaskConfig, TaskStatus
 from fastapi_tasks._seam import is_async_callable
 
@@ -74,11 +76,15 @@ GATE_TIMEOUT = 30.0
 """Seconds at most that a sync task's body waits in its worker thread for its request's ASGI call to return."""
 
 
-def _after_the_request(gate: threading.Event, target: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+def _after_the_request(
+    record: TaskRecord, gate: threading.Event, target: Callable[..., Any], /, *args: Any, **kwargs: Any
+) -> Any:
     # In the task's worker thread: production races this thread against the rest of the request, which
     # it loses on a real server nearly every time (the request's teardown goes on in the event loop);
     # run mode makes it lose every time. Bounded: the client's call waits for the task meanwhile.
     gate.wait(GATE_TIMEOUT)
+    if record._deferred_start and not anyio.from_thread.run_sync(record._begin):
+        return None  # cancelled while it waited: its body never runs
     return target(*args, **kwargs)
 
 
@@ -98,6 +104,7 @@ class TaskRecord(Task[..., Any]):
     """
 
     __slots__ = (
+        "_deferred_start",
         "_gate",
         "_recorder",
         "finished_at",
@@ -144,6 +151,7 @@ class TaskRecord(Task[..., Any]):
         self.reason: str | None = None
         # Set when the body, if sync, must begin only once its request's ASGI call has returned.
         self._gate: threading.Event | None = None
+        self._deferred_start = False
 
     def __repr__(self) -> str:
         return f"<TaskRecord #{self.seq} {self.phase.value} {self.name!r} {self.status.value}>"
@@ -168,8 +176,9 @@ class TaskRecord(Task[..., Any]):
         target = keeper._target_for(self)
         gate = self._gate
         if gate is None or is_async_callable(target):
+            self._gate = None  # an async body begins on the loop, in production's order: nothing to wait for
             return target
-        return functools.partial(_after_the_request, gate, target)
+        return functools.partial(_after_the_request, self, gate, target)
 
     def _error_handler(self) -> Any:
         handler = self.config.on_error
@@ -203,9 +212,21 @@ class TaskRecord(Task[..., Any]):
         return record_call
 
     def _set_running(self) -> None:
+        gate = self._gate
+        if gate is not None and not gate.is_set():
+            # Its body begins once the request's ASGI call has returned (see _after_the_request): until
+            # then it is pending, and it takes its place in the execution order then.
+            self._deferred_start = True
+            return
+        self._begin()
+
+    def _begin(self) -> bool:
+        if self._status is not TaskStatus.PENDING:
+            return False
         self.started_at = _now()
         self.order = self._recorder._next_order()
         super()._set_running()
+        return True
 
     def _set_ended(self, status: TaskStatus) -> None:
         self.finished_at = _now()

@@ -884,10 +884,10 @@ async def test_on_error_is_called_as_in_production(anyio_backend: Backend, caplo
     assert sorted(calls) == ["async explode: two", "sync explode: one"]  # the tasks ran concurrently
     assert [r.status for r in recorder.records] == [TaskStatus.FAILED] * 3 + [TaskStatus.SUCCEEDED]
     assert recorder.records[2].on_error_calls == [(recorder.records[2], recorder.records[2].exception)]
-    assert caplog.records[-1].getMessage() == (
+    assert (
         "The on_error handler test_on_error_is_called_as_in_production.<locals>.broken_handler "
         "of background task 'explode' raised: KeyError: 'handler bug'"
-    )
+    ) in [record.getMessage() for record in caplog.records]
 
 
 # --- record mode ------------------------------------------------------------------------------------
@@ -948,7 +948,12 @@ def test_allow_runs_only_the_matching_tasks_in_record_mode() -> None:
 
     TestClient(app).post("/signup", params={"email": "a@b.c"})
 
-    assert [entry for entry in LOG if entry != "response sent"] == ["endpoint", "audit a@b.c", "audit after a@b.c"]
+    # The two audits run concurrently, each in a worker thread: in either order.
+    assert sorted(entry for entry in LOG if entry != "response sent") == [
+        "audit a@b.c",
+        "audit after a@b.c",
+        "endpoint",
+    ]
     assert [r.status for r in recorder.records] == [TaskStatus.SUCCEEDED, TaskStatus.SUCCEEDED, TaskStatus.PENDING]
 
 

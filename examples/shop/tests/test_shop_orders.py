@@ -21,7 +21,9 @@ def test_an_order_is_captured_after_the_response(
     capture = tasks_recorder.assert_scheduled_once("capture-payment", 1, phase="after_response")
     assert capture.shield
     assert capture.result == "pay_1"
-    tasks_recorder.assert_order("audit", "capture-payment", "order-email")
+    # The after_response tasks begin in the order they were scheduled (both async, on the event loop);
+    # the audit, sync in a worker thread, is not ordered against them: production races its thread.
+    tasks_recorder.assert_order("capture-payment", "order-email")
     assert client.get("/orders/1").json()["status"] == "paid"
     assert shop.payments.captured == {1: 4200}
 
