@@ -49,6 +49,7 @@ class Installing:
     _previous_overrides: list[tuple[FastAPI, bool, Any]]
     _override_problem: str | None
     _real_runtime: Runtime | None
+    _shutdown_timeout: float | None
     # The app's outermost ASGI callable before install() wrapped it in the wait outside the app.
     _previous_stack: list[tuple[FastAPI, Any]]
     # What the request's runtime and the BackgroundTasks hook call back (defined by the other parts).
@@ -164,6 +165,7 @@ class Installing:
             if call is None or call.runtime is None:
                 raise
             real = call.runtime
+            self._shutdown_timeout = real.shutdown_timeout
             # Its config is that of the app the client called; the app serving the request may be one
             # mounted in it, with add_tasks of its own, whose config production would use.
             config = self._explicit_config or getattr(getattr(scope.get("app"), "state", None), CONFIG_KEY, None)

@@ -127,6 +127,8 @@ class RecordingScheduler(
         self._override_problem: str | None = None
         # The app's runtime, once a request was served: the sync helpers run tasks on its event loop.
         self._real_runtime: Runtime | None = None
+        # The grace period of the app's shutdown, as the last request without the lifespan found it.
+        self._shutdown_timeout: float | None = None
         self.config = config or TaskConfig()
         self._init_batches()
 
