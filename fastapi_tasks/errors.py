@@ -6,6 +6,7 @@ The exception tree::
      ├── FastAPITasksUninitializedAppError   Tasks used without add_tasks(app) or without the lifespan
      ├── FastAPITasksAlreadyInstalledError   add_tasks(app) called twice on one app
      ├── FastAPITasksShutdownError           a task scheduled after shutdown cancelled the task group
+ ├── BacklogFullError                    a task scheduled while max_pending tasks are pending or running
      ├── BatchClosedError                    a task added to an after_route/after_response batch that already ran
      ├── TaskNotFinishedError                a task's result read before the task ended
      ├── DispatchError                       a job could not be handed to its queue (refused, failed, timed out)
@@ -15,6 +16,7 @@ The exception tree::
 from __future__ import annotations
 
 __all__ = [
+    "BacklogFullError",
     "BatchClosedError",
     "DispatchBackendError",
     "DispatchError",
@@ -40,6 +42,15 @@ class FastAPITasksAlreadyInstalledError(FastAPITasksError):
 
 class FastAPITasksShutdownError(FastAPITasksError):
     """A task was scheduled after the app's shutdown cancelled its task group."""
+
+
+class BacklogFullError(FastAPITasksError):
+    """A task was scheduled while the app already had `max_pending` tasks pending or running.
+
+    Raised by `schedule()` (and `enqueue()`) at the call site, before the task exists, when the app
+    was set up with `add_tasks(app, max_pending=...)`. Answer it with 503 Service Unavailable (and a
+    `Retry-After`) from an exception handler: the client may retry once the backlog has drained.
+    """
 
 
 class BatchClosedError(FastAPITasksError):
