@@ -12,6 +12,7 @@ import anyio
 import anyio.from_thread
 
 from ._callables import callable_name, generator_function, is_async_callable, is_generator_function, not_callable
+from ._cancelling import cancel_asyncio_task
 from ._log import logger
 from ._phases import Phase, TaskStatus
 from .config import DEFAULT_CONFIG, TaskConfig, TaskErrorHandler
@@ -187,6 +188,8 @@ class Task(Generic[P, T]):
         next checkpoint (a sync body in a thread runs to its end). A shielded task that is running
         runs on regardless.
         """
+        if self._status.ended:
+            return  # without going through the event loop, which may have ended with the app
         runtime = self._runtime
         if runtime is not None and get_ident() != runtime.thread:
             anyio.from_thread.run_sync(self._cancel, token=runtime.token)
@@ -202,6 +205,10 @@ class Task(Generic[P, T]):
             self._set_ended(TaskStatus.CANCELLED)
             logger.info("Background task %r was cancelled before it started", self.name)
         if handle is None:
+            if not pending and not self.config.shield and is_async_callable(self._target()):
+                # In its eager first stretch (add_tasks(app, eager_start=True)): its runtime has no handle on
+                # it yet, and cancels it as soon as it has one, at the await that ends the stretch.
+                self._cancel_requested = True
             return
         if not isinstance(handle, asyncio.Task):
             handle.cancel()  # anyio's: the task's cancel scope, inside which a shielded task runs on
@@ -211,12 +218,13 @@ class Task(Generic[P, T]):
             # the runner's `finally`, and the runtime would wait for it forever.)
             if inspect.getcoroutinestate(cast("Coroutine[Any, Any, Any]", handle.get_coro())) != inspect.CORO_CREATED:
                 self._cancel_requested = True
-                handle.cancel()  # it waits for a thread
+                cancel_asyncio_task(handle)  # it waits for a thread
         elif not self.config.shield and is_async_callable(self._target()):
-            # Running: cancelled at its next checkpoint. A sync body in a worker thread runs to its end, as
-            # under anyio, where the wait for a thread is shielded: cancelling its wait would only let go of it.
+            # Running: cancelled at its next checkpoint outside anyio's shields (a shielded section, a thread it
+            # waits for, a sync on_error handler in a thread). A sync body in a worker thread runs to its end, as
+            # under anyio, where the wait for a thread is shielded.
             self._cancel_requested = True
-            handle.cancel()
+            cancel_asyncio_task(handle)
 
     # Hooks for the testing toolkit's recorder, which runs tasks through the same runner.
     def _target(self) -> Callable[..., Any]:
@@ -236,8 +244,8 @@ class Task(Generic[P, T]):
             # from the final status that the body had begun.
             self._started = _new_event(False)
         self._status = status
-        # Nothing can cancel an ended task: let go of anyio's handle (its coroutine, cancel scope and event).
-        self._handle = None
+        # The handle is let go of when the runner has returned (the runtime's task_ended): until then, the
+        # runtime's shutdown may need it to learn that a task cancelled before its first step is gone.
         if self._finished is not None:
             self._finished.set()
 
