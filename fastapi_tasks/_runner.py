@@ -11,15 +11,16 @@ import math
 import sys
 from collections.abc import Callable
 from inspect import CO_COROUTINE
-from types import CoroutineType, FunctionType
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from logging import ERROR, WARNING
+from types import FunctionType
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 from anyio.lowlevel import RunVar
 
 from ._callables import call, callable_name, is_async_callable
 from ._context import Serving, serving
-from ._log import describe_exception, logger
+from ._log import describe_exception, log, one_line
 from ._phases import TaskStatus
 from .task import Task
 
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 __all__ = [
     "TaskHost",
     "cancelled_by_us",
-    "current_task_scope",
     "handle_error",
     "run_task",
     "run_unshielded",
@@ -83,6 +83,11 @@ async def run_unshielded(task: Task[..., Any], host: TaskHost | None = None) -> 
     try:
         # A task cancelled while it waited to be started (Task.cancel() on a pending task) never starts.
         if task._status is _PENDING:
+            if host is not None:
+                # The task's own context (a copy of its request's) says that it serves the app's runtime,
+                # not its request: a scheduler built here, or in a helper task or thread it starts (which
+                # copy this context), binds to the runtime, never to the request's exit stacks.
+                serving.set(getattr(host, "task_serving", None) or Serving(host.task_scope))
             func = task._target()
             # is_async_callable's fast path, inlined: this runs once per task.
             if (type(func) is FunctionType and func.__code__.co_flags & CO_COROUTINE) or is_async_callable(func):
@@ -95,41 +100,14 @@ async def run_unshielded(task: Task[..., Any], host: TaskHost | None = None) -> 
     except Exception as exc:
         await _failed(task, exc, host)
     except BaseException as exc:
-        _ended_by(task, exc)
+        _ended_by(task, exc, host)
     finally:
         if host is not None:
             host.task_ended(task)
 
 
-def current_task_scope() -> Scope | None:
-    """The task scope of the app's runtime when called in one of its asyncio-native tasks, else `None`.
-
-    Such a task keeps the context of the request that started it, whose "current request" is that
-    request; its runner, found from the running asyncio task, knows better. Asked only when a
-    scheduler is built without a scope (`TasksScheduler()` in a task): nothing per task.
-    """
-    try:
-        running = asyncio.current_task()
-    except RuntimeError:  # no asyncio event loop here: trio, or a worker thread
-        return None
-    coro = None if running is None else running.get_coro()
-    if getattr(coro, "cr_code", None) is not _RUNNER_CODE:
-        return None
-    frame = cast("CoroutineType[Any, Any, Any]", coro).cr_frame
-    host: TaskHost | None = None if frame is None else frame.f_locals.get("host")
-    return None if host is None else host.task_scope
-
-
-def _in_task_scope(host: TaskHost | None) -> None:
-    # Before a sync body or handler goes to a worker thread, which copies the task's context: there it
-    # cannot be told from its request by its runner, so the task's own context (never the caller's) says so.
-    if host is not None:
-        serving.set(Serving(host.task_scope))
-
-
 async def _call_in_thread(task: Task[..., Any], func: Callable[..., Any], host: TaskHost | None) -> Any:
     # A task waiting for one of its app's threads is still pending: it is running once it has a thread.
-    _in_task_scope(host)
     limiter = None if host is None else host.limiter
     if limiter is None:
         task._set_running()
@@ -153,8 +131,6 @@ def _unlimited_threads() -> anyio.CapacityLimiter:
 
 
 _UNLIMITED_THREADS: RunVar[anyio.CapacityLimiter] = RunVar("fastapi_tasks_unlimited_threads")
-
-_RUNNER_CODE = run_unshielded.__code__
 
 # Enum members looked up once: a class attribute lookup on an Enum costs several times a global's.
 _PENDING, _RUNNING, _SUCCEEDED = TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.SUCCEEDED
@@ -189,42 +165,89 @@ def _is_cancellation(exc: BaseException) -> bool:
     return isinstance(exc, _GROUPS) and all(_is_cancellation(inner) for inner in getattr(exc, "exceptions", ()))
 
 
-def _ended_by(task: Task[..., Any], exc: BaseException) -> None:
+def _ended_by(task: Task[..., Any], exc: BaseException, host: TaskHost | None) -> None:
     if cancelled_by_us(exc, task):
         if not task._status.ended:  # else Task.cancel() ended it while it waited for a thread
             task._set_ended(TaskStatus.CANCELLED)
-            logger.warning("Background task %r was cancelled before it finished", task.name)
+            log(WARNING, "Background task %s was cancelled before it finished", _name(task))
+        raise exc
+    if _cancelled_from_outside(exc):
+        # Its asyncio task itself was cancelled, by something other than the app's runtime: the event loop
+        # tearing down as the server exits, say, once it stopped waiting for the app's shutdown. Not a failure.
+        task._set_ended(TaskStatus.CANCELLED)
+        log(
+            WARNING,
+            "Background task %s was cancelled from outside the app before it finished (the server or the event "
+            "loop shutting down cancelled it)",
+            _name(task),
+        )
         raise exc
     fatal = isinstance(exc, KeyboardInterrupt | SystemExit)
-    _log_failure(task, exc, "Background task %r raised %s; ending it and re-raising" if fatal else _FAILED)
+    _log_failure(task, exc, "Background task %s raised %s; ending it and re-raising" if fatal else _FAILED, host)
     task._set_ended(TaskStatus.FAILED)
     if fatal:
         raise exc
 
 
-_FAILED = "Background task %r failed: %s"
+def _cancelled_from_outside(exc: BaseException) -> bool:
+    # On asyncio, a CancelledError of a task that is being cancelled (Task.cancelling(), Python 3.11+); one
+    # that came out of a future something else cancelled is a failure of the task, not its cancellation.
+    if not isinstance(exc, asyncio.CancelledError):
+        return False
+    try:
+        running = asyncio.current_task()
+    except RuntimeError:  # trio
+        return False
+    cancelling = getattr(running, "cancelling", None)
+    return cancelling is not None and cancelling() > 0
 
 
-def _log_failure(task: Task[..., Any], exc: BaseException, message: str) -> None:
-    # The exception is kept on the handle; the log names the task, never its argument values.
+_FAILED = "Background task %s failed: %s"
+
+
+def _name(task: Task[..., Any]) -> str:
+    return one_line(repr(task.name), 200)
+
+
+def _log_failure(task: Task[..., Any], exc: BaseException, message: str, host: TaskHost | None) -> None:
+    # The exception is kept on the handle first: whatever logging does, the task's end is recorded.
+    # The line names the task, never its argument values; the exception's text is escaped and capped,
+    # or left out (add_tasks(app, log_exception_messages=False)) with the traceback it would be part of.
     task._exception = exc
-    logger.error(message, task.name, describe_exception(exc), exc_info=(type(exc), exc, exc.__traceback__))
+    if getattr(host, "log_exception_messages", True):
+        log(ERROR, message, _name(task), describe_exception(exc), exc_info=(type(exc), exc, exc.__traceback__))
+    else:
+        log(ERROR, message, _name(task), describe_exception(exc, message=False) + _raised_at(exc))
+
+
+def _raised_at(exc: BaseException) -> str:
+    tb = exc.__traceback__
+    if tb is None:
+        return ""
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    return f" (raised at {one_line(code.co_filename, 300)}:{tb.tb_lineno} in {one_line(code.co_name, 200)})"
 
 
 async def _failed(task: Task[..., Any], exc: Exception, host: TaskHost | None) -> None:
     # The status stays "running" until on_error has returned: `done` / `wait()` mean "after on_error".
-    _log_failure(task, exc, _FAILED)
-    _in_task_scope(host)
     try:
-        await handle_error(task, exc, None if host is None else host.limiter)
+        _log_failure(task, exc, _FAILED, host)
+        await handle_error(
+            task, exc, None if host is None else host.limiter, message=getattr(host, "log_exception_messages", True)
+        )
     finally:
         task._set_ended(TaskStatus.FAILED)
 
 
-async def handle_error(task: Task[..., Any], exc: Exception, limiter: anyio.CapacityLimiter | None = None) -> None:
+async def handle_error(
+    task: Task[..., Any], exc: Exception, limiter: anyio.CapacityLimiter | None = None, *, message: bool = True
+) -> None:
     """Call `task`'s `on_error(task, exc)` handler, if any; log and contain what the handler raises.
 
     Only our own cancellation, `KeyboardInterrupt` and `SystemExit` leave it (after being logged).
+    `message=False` leaves the handler's exception message out of the log line.
     """
     handler = task._error_handler()
     if handler is None:
@@ -238,12 +261,13 @@ async def handle_error(task: Task[..., Any], exc: Exception, limiter: anyio.Capa
     except BaseException as handler_exc:
         if cancelled_by_us(handler_exc, task):
             raise
-        logger.error(
-            "The on_error handler %s of background task %r raised: %s",
-            callable_name(handler),
-            task.name,
-            describe_exception(handler_exc),
-            exc_info=(type(handler_exc), handler_exc, handler_exc.__traceback__),
+        log(
+            ERROR,
+            "The on_error handler %s of background task %s raised: %s",
+            one_line(callable_name(handler), 200),
+            _name(task),
+            describe_exception(handler_exc, message=message),
+            exc_info=(type(handler_exc), handler_exc, handler_exc.__traceback__) if message else None,
         )
         if isinstance(handler_exc, KeyboardInterrupt | SystemExit):
             raise

@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ._callables import callable_name
 from ._context import RUNTIME_KEY, serving
 from ._phases import Phase
-from ._runner import current_task_scope
-from ._runtime import Runtime, shutdown_error
+from ._runtime import Runtime, runtime_of, shutdown_error
 from .batch import DISCARDED, OPEN, STARTED, TasksBatch, ended_normally
 from .config import DEFAULT_CONFIG, TaskConfig
 from .definition import Schedulable
@@ -234,16 +233,13 @@ class TasksScheduler(Schedulable):
 
 
 def _current_scope() -> Scope | None:
-    """What a scheduler built here binds to: the request being served, or the scope of the task running here."""
+    """What a scheduler built here binds to: the request being served, or the scope of the task running here.
+
+    A task's runner says, in the task's own context, that it serves the app's runtime; helper tasks and
+    threads the task starts copy that context. `None` once the request that this context served ended.
+    """
     holder = serving.get()
-    if holder is None:
-        return None
-    scope = holder.scope
-    if scope is None or scope["type"] == "http" or scope["type"] == "websocket":
-        # A task started on the asyncio-native path keeps the context of its request (which may have
-        # ended, and let go of its scope): is this one?
-        return current_task_scope() or scope
-    return scope
+    return None if holder is None else holder.scope
 
 
 def _find_runtime(scope: Scope | None, tg: TaskGroup | None, config: TaskConfig | None) -> Runtime:
@@ -254,4 +250,6 @@ def _find_runtime(scope: Scope | None, tg: TaskGroup | None, config: TaskConfig 
         return runtime
     if tg is None:
         raise TypeError("TasksScheduler needs a task group: TasksScheduler(request.state.fastapi_tasks_tg)")
-    return Runtime(tg, DEFAULT_CONFIG, None)
+    # The app's task group, passed in where no request or task of the app says which app this is (the
+    # lifespan, a thread of its own): still the app's runtime.
+    return runtime_of(tg) or Runtime(tg, DEFAULT_CONFIG, None)
