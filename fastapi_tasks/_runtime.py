@@ -17,20 +17,21 @@ import anyio.from_thread
 import anyio.lowlevel
 
 from ._callables import callable_name, is_async_callable
-from ._context import RUNTIME_KEY, Serving, serving
-from ._log import logger
+from ._cancelling import in_shielded_section
+from ._context import RUNTIME_KEY, Serving
+from ._log import listing, logger, name_list
 from ._phases import Phase, TaskStatus
 from ._runner import run_task, run_unshielded
 from .batch import DISCARDED, OPEN, TasksBatch
 from .config import TaskConfig
-from .errors import FastAPITasksError, FastAPITasksShutdownError
+from .errors import BacklogFullError, FastAPITasksError, FastAPITasksShutdownError
 from .task import Task
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
     from starlette.types import Scope
 
-__all__ = ["DEFAULT_MAX_THREADS", "Runtime", "shutdown_error"]
+__all__ = ["DEFAULT_MAX_THREADS", "MAX_EAGER_DEPTH", "Runtime", "runtime_of", "shutdown_error"]
 
 # Enum members looked up once: on the per-task path, a class attribute lookup on an Enum costs
 # several times a global's.
@@ -38,6 +39,21 @@ _PENDING, _RUNNING = TaskStatus.PENDING, TaskStatus.RUNNING
 
 DEFAULT_MAX_THREADS = 40
 """Worker threads an app's sync tasks and sync `on_error` handlers may use at once, by default."""
+
+MAX_EAGER_DEPTH = 16
+"""With eager_start, how many tasks may start eagerly one inside another's first stretch (see `_EagerStart`)."""
+
+# The app's runtime of each app's task group: `TasksScheduler(request.state.fastapi_tasks_tg)` shares it
+# wherever it is built (the lifespan, a helper task, a thread of the app's own).
+_BY_TASK_GROUP: weakref.WeakKeyDictionary[Any, Runtime] = weakref.WeakKeyDictionary()
+
+
+def runtime_of(tg: TaskGroup) -> Runtime | None:
+    """The app's runtime whose task group is `tg`, if `tg` is the task group of an app's lifespan."""
+    try:
+        return _BY_TASK_GROUP.get(tg)
+    except TypeError:  # pragma: no cover - a task group that cannot be weakly referenced
+        return None
 
 
 class Runtime:
@@ -50,8 +66,12 @@ class Runtime:
         "config",
         "limiter",
         "live",
+        "log_exception_messages",
+        "max_pending",
         "shutdown_timeout",
+        "stopped_waiting",
         "task_scope",
+        "task_serving",
         "tg",
         "thread",
         "token",
@@ -67,6 +87,8 @@ class Runtime:
         *,
         native: bool = False,
         eager_start: bool = False,
+        max_pending: int | None = None,
+        log_exception_messages: bool = True,
     ) -> None:
         self.tg = tg
         self.config = config
@@ -86,24 +108,53 @@ class Runtime:
         # context it was started from, and a scheduler built inside it must not bind to the exit
         # stacks of that request, which close while the task runs (its batches would never start).
         self.task_scope: Scope = {"type": "fastapi_tasks.task", "state": {RUNTIME_KEY: self}}
+        # What each task's runner says, in the task's own context, that the task serves (one box for all).
+        self.task_serving = Serving(self.task_scope)
+        # At most this many tasks pending or running (`None`: no bound): past it, schedule() refuses.
+        self.max_pending = max_pending
+        # Whether failure log lines quote the exception's text (and carry its traceback).
+        self.log_exception_messages = log_exception_messages
+        # Set when the server stopped waiting for the shutdown (it cancelled the lifespan).
+        self.stopped_waiting = False
         # On asyncio, the app's own runtime (`native`) starts each task as an asyncio task of its own
         # and supervises it itself: anyio's task group costs several times as much per task, in time
         # and memory. On trio, and for a task group the app passed in, tasks go through anyio.
         self._create_task = _native_task_factory(eager_start) if native else None
+        if native:
+            _BY_TASK_GROUP[tg] = self
 
     def new_task(
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], config: TaskConfig, phase: Phase
     ) -> Task[..., Any]:
-        """The handle of a task scheduled by one of this app's schedulers (the testing toolkit records it)."""
+        """The handle of a task scheduled by one of this app's schedulers (the testing toolkit records it).
+
+        Raises:
+            BacklogFullError: `max_pending` tasks are pending or running already.
+        """
+        if self.max_pending is not None and len(self.live) >= self.max_pending:
+            raise self._backlog_full(config.name or callable_name(func))
         return Task(func, args, kwargs, config, phase=phase)
 
     def new_dispatch(
         self, job: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], config: TaskConfig, phase: Phase
     ) -> Task[..., Any]:
-        """The handle of a job enqueued by one of this app's schedulers."""
+        """The handle of a job enqueued by one of this app's schedulers.
+
+        Raises:
+            BacklogFullError: `max_pending` tasks are pending or running already.
+        """
+        if self.max_pending is not None and len(self.live) >= self.max_pending:
+            raise self._backlog_full(config.name or callable_name(job))
         from .dispatchers._registry import new_dispatch  # imported here: only apps that dispatch pay for it
 
         return new_dispatch(job, args, kwargs, config, phase)
+
+    def _backlog_full(self, name: str) -> BacklogFullError:
+        return BacklogFullError(
+            f"Cannot schedule {name!r}: the app already has {len(self.live):,} background tasks pending or running, "
+            f"its limit (add_tasks(app, max_pending={self.max_pending})). Answer 503 Service Unavailable: "
+            "handle BacklogFullError with an exception handler, and let the client retry later."
+        )
 
     def submit(self, task: Task[..., Any]) -> None:
         """Start `task` now, from any thread.
@@ -136,7 +187,7 @@ class Runtime:
                 "Cancelled %d %s task(s) of a request that ended after the app shut down: %s",
                 len(cancelled),
                 phase.value,
-                ", ".join(repr(task.name) for task in cancelled),
+                name_list(task.name for task in cancelled),
             )
 
     def spawn(self, task: Task[..., Any]) -> None:
@@ -150,26 +201,24 @@ class Runtime:
         handle: Any
         if self._create_task is not None:
             # Nothing but the runtime cancels this task, and never a running shielded one. The task copies
-            # the request's context as it is: a scheduler built in the task finds out that it is in a task
-            # from the task's runner (see `current_task_scope`), which costs nothing per task, where setting
-            # the "current request" around each start cost a context variable's set and reset, and the
-            # objects they allocate.
+            # the request's context as it is: its runner says, in the task's own copy, that it serves this
+            # runtime (see `run_unshielded`); setting that around each start, in the caller's context, cost a
+            # context variable's set and reset per task, and the objects they allocate.
             handle = self._create_task(run_unshielded(task, self), name=name)
         else:
-            # The task is created in a context whose "current request" is this runtime's task scope: neither
-            # the task nor anyio's done callback (which keeps the context it was added in) holds on to the
-            # request.
-            token = serving.set(Serving(self.task_scope))
-            try:
-                runner = run_task if task.config.shield else run_unshielded
-                handle = self.tg.create_task(runner(task, self), name=name)
-            finally:
-                serving.reset(token)
+            runner = run_task if task.config.shield else run_unshielded
+            handle = self.tg.create_task(runner(task, self), name=name)
         status = task._status
         if status is _PENDING or status is _RUNNING:  # an eagerly started task may have run to its end already
             task._handle = handle
+            if task._cancel_requested and status is _RUNNING:
+                task._cancel_requested = False
+                task._cancel()  # cancelled in its eager first stretch, before it had a handle
 
     def task_ended(self, task: Task[..., Any], /) -> None:
+        """Called last by the runner of each task, however it ended; idempotent."""
+        # Nothing can cancel an ended task: let go of its handle (anyio's holds a coroutine, cancel scope, event).
+        task._handle = None
         self.live.discard(task)
         if not self.live and self._idle is not None:
             self._idle.set()
@@ -184,33 +233,114 @@ class Runtime:
 
         Running tasks get the grace period; then the unshielded ones are cancelled, and shielded
         ones (and sync bodies in threads, which cannot be interrupted) are waited for until they end.
+        If the server stops waiting first (it cancels the lifespan), the unfinished tasks are named
+        at WARNING, the unshielded ones cancelled, and the shutdown returns at once.
         """
         if self.closed:
-            await self._wait_idle()
-            return
-        if self.shutdown_timeout and self.live:
-            with anyio.move_on_after(self.shutdown_timeout):
+            if not self.stopped_waiting:
                 await self._wait_idle()
+            return
+        self._watch_ends()
+        try:
+            if self.shutdown_timeout and self.live:
+                with anyio.move_on_after(self.shutdown_timeout):
+                    await self._wait_idle()
+            self._close(_SHUTTING_DOWN)
+            await self._wait_idle()
+        except anyio.get_cancelled_exc_class():
+            self.stopped_waiting = True
+            self._close(_STOPPED_WAITING.format(grace=_seconds(self.shutdown_timeout)))
+            raise
+
+    def _close(self, summary: str) -> None:
+        # Refuse new tasks, cancel the never-started batches, name the unfinished tasks and cancel the
+        # unshielded ones. A second call (the server stopped waiting after the grace period) names those
+        # still unfinished, saying so.
         self.closed = True
         _cancel_unstarted(self)
+        self._watch_ends()
         # A task cancelled before its coroutine first ran (trio may not have stepped it yet) has ended,
         # though it stays live until its runner's `finally`: it is not one to name as unfinished.
         unfinished = sorted((task for task in self.live if not task._status.ended), key=lambda task: task.name)
-        if unfinished:
-            logger.warning(
-                "Shutting down with %d background task(s) unfinished: %s. Cancelling the unshielded ones; "
-                "waiting without a time limit for the shielded ones and for sync ones in a thread, which "
-                "cannot be interrupted",
-                len(unfinished),
-                ", ".join(_describe_unfinished(task) for task in unfinished),
-            )
-            for task in unfinished:
-                if not task.config.shield:
-                    task._cancel()
-        await self._wait_idle()
+        if not unfinished:
+            return
+        logger.warning(summary, len(unfinished), listing(_describe_unfinished(task) for task in unfinished))
+        for task in unfinished:
+            if not task.config.shield:
+                task._cancel()
+            elif self.stopped_waiting:
+                # The event loop will cancel it as the server exits: that cancellation is the shutdown's.
+                task._cancel_requested = True
+
+    def _watch_ends(self) -> None:
+        # On asyncio, a task cancelled by something else before its first step (the event loop tearing down
+        # after a task raised SystemExit, say) never runs its runner's `finally`: its asyncio task's done
+        # callback, which always runs, ends it instead (idempotent with the runner's task_ended). Attached at
+        # shutdown only, to the tasks still live: none of the other tasks pays for it.
+        for task in list(self.live):
+            handle = task._handle
+            if isinstance(handle, asyncio.Task):
+                handle.add_done_callback(functools.partial(self._asyncio_task_done, task))
+
+    def _asyncio_task_done(self, task: Task[..., Any], handle: asyncio.Task[Any]) -> None:
+        if task not in self.live:
+            return  # its runner ended it
+        if not task._status.ended:
+            task._set_ended(TaskStatus.CANCELLED)
+            logger.warning("Background task %r was cancelled before it started", task.name)
+        self.task_ended(task)
 
 
-def _native_task_factory(eager_start: bool) -> Callable[..., asyncio.Task[Any]] | None:
+_SHUTTING_DOWN = (
+    "Shutting down with %d background task(s) unfinished: %s. Cancelling the unshielded ones; waiting without "
+    "a time limit for the shielded ones and for sync ones in a thread, which cannot be interrupted"
+)
+_STOPPED_WAITING = (
+    "The server stopped waiting for the app's shutdown (grace period: {grace}) with %d background task(s) "
+    "unfinished: %s. Cancelling them: the unshielded ones now, the others with the event loop. Give the server "
+    "a shutdown timeout longer than add_tasks(app, shutdown_timeout=...): see docs/shutdown.md"
+)
+
+
+def _seconds(timeout: float | None) -> str:
+    return "none" if not timeout else f"shutdown_timeout={timeout:g} s"
+
+
+class _EagerStart:
+    """Starts a task eagerly on asyncio (Python 3.12+): it runs inside the call up to its first suspending await.
+
+    Bounded: a task started in another's first stretch adds that stretch's frames to the stack, and a chain
+    of them (each scheduling the next before its first await) would overflow it; past `MAX_EAGER_DEPTH`
+    nested starts, a task starts at the loop's next turn. A `SystemExit` or `KeyboardInterrupt` that a task
+    raises in its first stretch (the task has ended, and was logged) is raised again from the event loop, as
+    a task started at the loop's next turn would raise it: it stops the server, and neither the request nor
+    the rest of a batch being started loses anything.
+    """
+
+    __slots__ = ("depth", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.depth = 0
+
+    def __call__(self, coro: Any, *, name: str) -> asyncio.Task[Any] | None:
+        if self.depth >= MAX_EAGER_DEPTH:
+            return self.loop.create_task(coro, name=name)
+        self.depth += 1
+        try:
+            return asyncio.Task(coro, loop=self.loop, name=name, eager_start=True)  # type: ignore[call-arg]
+        except (KeyboardInterrupt, SystemExit) as exc:
+            self.loop.call_soon(_raise, exc)
+            return None
+        finally:
+            self.depth -= 1
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
+
+
+def _native_task_factory(eager_start: bool) -> Callable[..., asyncio.Task[Any] | None] | None:
     """How the app's runtime starts a task on the running event loop: `None` when it is not asyncio's.
 
     Raises:
@@ -226,7 +356,7 @@ def _native_task_factory(eager_start: bool) -> Callable[..., asyncio.Task[Any]] 
                 "add_tasks(app, eager_start=True) needs the asyncio event loop, and the app runs on another one "
                 "(trio). Leave eager_start off there."
             )
-        return functools.partial(asyncio.Task, loop=loop, eager_start=True)  # type: ignore[call-arg]  # 3.12+
+        return _EagerStart(loop)
     return None if loop is None else loop.create_task
 
 
@@ -244,7 +374,7 @@ def _cancel_unstarted(runtime: Runtime) -> None:
                 "a request (in a task, or in the lifespan) starts its batches by hand: batch.__start__(scheduler)",
                 len(never),
                 batch.phase.value,
-                ", ".join(repr(task.name) for task in never),
+                name_list(task.name for task in never),
             )
 
 
@@ -258,6 +388,13 @@ def _describe_unfinished(task: Task[..., Any]) -> str:
         notes.append("shielded")
     if task._status is _PENDING:
         notes.append("not started")
+    elif task._exception is not None:
+        handler = task._error_handler()
+        sync = handler is not None and not is_async_callable(handler)
+        notes.append("in its on_error handler, sync, in a thread" if sync else "in its on_error handler")
     elif not is_async_callable(task._target()):
         notes.append("sync, in a thread")
-    return f"{task.name!r} ({', '.join(notes)})" if notes else repr(task.name)
+    elif in_shielded_section(task._handle):
+        notes.append("in a shielded section or waiting for a thread")
+    name = repr(task.name)
+    return f"{name} ({', '.join(notes)})" if notes else name

@@ -27,16 +27,34 @@ class _TasksMiddleware:
     (`TasksScheduler(request.state.fastapi_tasks_tg)`).
     """
 
-    __slots__ = ("app", "config", "eager_start", "max_threads", "shutdown_timeout")
+    __slots__ = (
+        "app",
+        "config",
+        "eager_start",
+        "log_exception_messages",
+        "max_pending",
+        "max_threads",
+        "shutdown_timeout",
+    )
 
     def __init__(
-        self, app: ASGIApp, *, config: TaskConfig, shutdown_timeout: float | None, max_threads: int, eager_start: bool
+        self,
+        app: ASGIApp,
+        *,
+        config: TaskConfig,
+        shutdown_timeout: float | None,
+        max_threads: int,
+        eager_start: bool,
+        max_pending: int | None = None,
+        log_exception_messages: bool = True,
     ) -> None:
         self.app = app
         self.config = config
         self.shutdown_timeout = shutdown_timeout
         self.max_threads = max_threads
         self.eager_start = eager_start
+        self.max_pending = max_pending
+        self.log_exception_messages = log_exception_messages
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -67,7 +85,14 @@ class _TasksMiddleware:
         async with anyio.create_task_group() as tg:
             try:
                 runtime = Runtime(
-                    tg, self.config, self.shutdown_timeout, self.max_threads, native=True, eager_start=self.eager_start
+                    tg,
+                    self.config,
+                    self.shutdown_timeout,
+                    self.max_threads,
+                    native=True,
+                    eager_start=self.eager_start,
+                    max_pending=self.max_pending,
+                    log_exception_messages=self.log_exception_messages,
                 )
             except FastAPITasksError as exc:
                 await _startup_failed(receive, send, exc)
@@ -104,6 +129,8 @@ def add_tasks(
     shutdown_timeout: float | None = None,
     max_threads: int = DEFAULT_MAX_THREADS,
     eager_start: bool = False,
+    max_pending: int | None = None,
+    log_exception_messages: bool = True,
 ) -> None:
     """Give `app` background tasks: a task group for its lifespan and the wiring behind `Tasks`.
 
@@ -121,10 +148,16 @@ def add_tasks(
             that starts it (`schedule()`, or the end of its phase) and runs there up to its first
             `await` that suspends, instead of at the event loop's next turn. That saves a trip
             through the loop per task, but the caller waits for that first stretch of every task.
+        max_pending: at most this many tasks pending or running at once; past it, `schedule()` (and
+            `enqueue()`) raises `BacklogFullError` at the call site, which an app answers with 503.
+            `None` (the default) sets no bound: fire-and-forget work is never refused unless the app
+            says how much backlog it can hold, which only it knows (see docs/faq.md).
+        log_exception_messages: when false, failure log lines name the exception's type and where
+            it was raised, without its message or traceback (which may quote secrets).
 
     Raises:
         TypeError: `app` is not a FastAPI app, or an option has the wrong type.
-        ValueError: `shutdown_timeout` is negative, or `max_threads` below 1.
+        ValueError: `shutdown_timeout` is negative, `max_threads` or `max_pending` below 1.
         FastAPITasksError: `eager_start` on a Python older than 3.12 (and, once the app starts, on trio).
         FastAPITasksAlreadyInstalledError: `add_tasks` was already called on `app`.
     """
@@ -143,6 +176,13 @@ def add_tasks(
         raise ValueError(f"max_threads must be at least 1, not {max_threads!r}")
     if not isinstance(eager_start, bool):
         raise TypeError(f"eager_start must be True or False, not {eager_start!r}")
+    if max_pending is not None:
+        if isinstance(max_pending, bool) or not isinstance(max_pending, int):
+            raise TypeError(f"max_pending must be a whole number of tasks or None, not {max_pending!r}")
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be at least 1, not {max_pending!r}")
+    if not isinstance(log_exception_messages, bool):
+        raise TypeError(f"log_exception_messages must be True or False, not {log_exception_messages!r}")
     if eager_start and sys.version_info < (3, 12):
         raise FastAPITasksError(
             "add_tasks(app, eager_start=True) needs Python 3.12 or later, where asyncio can start a task eagerly; "
@@ -162,6 +202,8 @@ def add_tasks(
         shutdown_timeout=shutdown_timeout,
         max_threads=max_threads,
         eager_start=eager_start,
+        max_pending=max_pending,
+        log_exception_messages=log_exception_messages,
     )
 
 
