@@ -170,6 +170,13 @@ class TasksBatch(Schedulable):
 def _after_the_endpoint(exc: BaseException | None) -> str:
     # The endpoint returned (its after_route batch started): what failed came after it.
     name = type(exc).__name__
-    if isinstance(exc, OSError | ClientDisconnect | anyio.get_cancelled_exc_class()):
+    if isinstance(exc, anyio.get_cancelled_exc_class()):
+        # A server cancels the requests still running when it shuts down; a client that goes away shows as
+        # a disconnect, not as a cancellation of the request.
+        return (
+            f"the request was cancelled before the response was sent ({name}): the server cancels the "
+            "requests still running when it shuts down"
+        )
+    if isinstance(exc, OSError | ClientDisconnect):
         return f"the client went away before the response was sent ({name})"
     return f"sending the response or tearing down a request-scoped dependency raised {name} after the endpoint returned"
