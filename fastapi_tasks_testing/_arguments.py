@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi_tasks._seam import callable_name
 
-from ._signatures import callable_signature, plain_signature
+from ._signatures import plain_signature
 from ._timeline import short_repr
 
 if TYPE_CHECKING:
@@ -24,10 +24,7 @@ __all__ = ["argument_differences", "fits", "function_name", "same_call", "signat
 
 def signature_of(record: TaskRecord) -> inspect.Signature | None:
     """The parameters a scheduling of `record`'s function passes, or `None` when they are unknown."""
-    if record.kind == "dispatch":
-        signature: inspect.Signature | None = record.dispatcher.job_signature(record.func)  # type: ignore[attr-defined]
-        return signature
-    return callable_signature(record.func)
+    return record._signature()
 
 
 def function_name(record: TaskRecord) -> str:
@@ -104,12 +101,7 @@ def argument_differences(
     if same_call(record, args, kwargs):
         return []
     signature = signature_of(record)
-    recorded: inspect.BoundArguments | None = None
-    if signature is not None:
-        try:
-            recorded = signature.bind(*record.args, **record.kwargs)
-        except TypeError:
-            recorded = None
+    recorded = record._bound()
     if signature is None or recorded is None:
         return _positional_differences(record, args, kwargs, partial)
     try:
@@ -150,11 +142,7 @@ def fits(record: TaskRecord, args: tuple[Any, ...], kwargs: dict[str, Any], *, p
     will fail, and a test may expect exactly that call.
     """
     signature = signature_of(record)
-    if signature is None:
-        return None
-    try:
-        signature.bind(*record.args, **record.kwargs)
-    except TypeError:
+    if signature is None or record._bound() is None:
         return None
     try:
         (signature.bind_partial if partial else signature.bind)(*args, **kwargs)

@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi_tasks import Phase
 
-from ._explain import bullet, pair_up, times_text, were
+from ._explain import bullet, pair_up, times_text
 from ._matching import Expected, Predicate, TaskSpec, matches_task, parse_phase, task_label
 from ._outcomes import OutcomeAssertions
 from ._queries import COUNT_OPTIONS, MATCH_OPTIONS, check_times
 from ._records import TaskRecord
+from ._timeline import were
 
 if TYPE_CHECKING:
     from unittest.mock import _Call
@@ -203,7 +204,8 @@ class RecordQueries(OutcomeAssertions):
         records = self.records
         listed = "\n".join(f"{index}. {expected.label()}" for index, expected in enumerate(expectations, 1))
         order = "in any order" if any_order else "in this order"
-        head = f"Expected exactly these {len(expectations)} tasks, {order}:\n{listed}"
+        these = "this 1 task" if len(expectations) == 1 else f"these {len(expectations)} tasks"
+        head = f"Expected exactly {these}, {order}:\n{listed}"
         if any_order:
             pairs = pair_up(expectations, records)
             missing = [index for index, record in enumerate(pairs) if record is None]
@@ -226,12 +228,14 @@ class RecordQueries(OutcomeAssertions):
                 self._fail(f"{head}\nbut task {index} is:\n{bullet(record)}\n{detail}", [record])
         if len(records) > len(expectations):
             extra = records[len(expectations) :]
-            self._fail(f"{head}\nbut {len(extra)} more were recorded:\n" + "\n".join(map(bullet, extra)), extra)
+            self._fail(
+                f"{head}\nbut {were(len(extra), 'more task')} recorded:\n" + "\n".join(map(bullet, extra)), extra
+            )
         if len(records) < len(expectations):
             missing_text = "\n".join(
                 f"{index}. {expected.label()}" for index, expected in enumerate(expectations, 1) if index > len(records)
             )
-            self._fail(f"{head}\nbut only {len(records)} were recorded; missing:\n{missing_text}")
+            self._fail(f"{head}\nbut only {were(len(records))} recorded; missing:\n{missing_text}")
         self._mark(records)
         return records
 

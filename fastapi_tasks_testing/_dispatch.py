@@ -22,13 +22,13 @@ from fastapi_tasks._seam import find_dispatcher, prepare_dispatch
 from ._assertions import RecordQueries
 from ._dispatch_records import DispatchRecord, JobRuns
 from ._engine import run_recorded
-from ._explain import bullet, times_text, were
+from ._explain import bullet, times_text
 from ._faults import Fault, check_exception
 from ._matching import Expected, Predicate, TaskSpec, matches_task, parse_phase, task_label
 from ._mode import Mode
 from ._queries import COUNT_OPTIONS, MATCH_OPTIONS, check_times
 from ._records import RequestInfo, TaskRecord
-from ._timeline import outcome
+from ._timeline import outcome, were
 
 __all__ = ["DispatchQueries", "DispatchRecorder"]
 

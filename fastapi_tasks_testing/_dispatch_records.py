@@ -7,6 +7,7 @@ real broker. `_dispatch.py` records the dispatches and runs their jobs.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -61,6 +62,10 @@ class DispatchRecord(TaskRecord, DispatchTask):
     def kind(self) -> str:
         """What was recorded: "dispatch"."""
         return "dispatch"
+
+    def _signature(self) -> inspect.Signature | None:
+        # The job's parameters as its queue's adapter sees them (a bound Celery task's `self` left out, say).
+        return self.dispatcher.job_signature(self.func)
 
     def _target(self) -> Callable[..., Any]:
         return self._record_send

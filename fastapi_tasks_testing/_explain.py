@@ -19,7 +19,6 @@ __all__ = [
     "records_about",
     "timeline_section",
     "times_text",
-    "were",
     "why_none",
 ]
 
@@ -30,11 +29,6 @@ MAX_TIMELINE_ROWS = 30
 def bullet(record: TaskRecord) -> str:
     """`- #3 after_route audit('bob')`: one record in a list of a message."""
     return f"- #{record.seq} {record.phase.value} {format_call(record.name, record.args, record.kwargs)}"
-
-
-def were(count: int) -> str:
-    """`1 was`, `2 were`."""
-    return f"{count} was" if count == 1 else f"{count} were"
 
 
 def times_text(times: int) -> str:

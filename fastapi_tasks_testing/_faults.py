@@ -12,12 +12,20 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from ._matching import Predicate, TaskSpec, did_you_mean, matches_task, task_label
-from ._timeline import short_repr
+from ._timeline import counted, short_repr
 
 if TYPE_CHECKING:
     from ._records import TaskRecord
 
-__all__ = ["Fault", "FaultInjection", "FaultKind", "check_exception", "check_spec", "unused_faults_report"]
+__all__ = [
+    "Fault",
+    "FaultInjection",
+    "FaultKind",
+    "check_exception",
+    "check_spec",
+    "unused_faults_report",
+    "unused_holds_report",
+]
 
 FaultKind: TypeAlias = Literal["fail", "replace", "fail_dispatch"]
 """Which recorder method made a fault."""
@@ -133,15 +141,32 @@ def unused_faults_report(faults: Iterable[Fault], records: Iterable[TaskRecord])
     if not unused:
         return None
     names = [record.name for record in records]
-    lines = [f"{len(unused)} fault(s) injected by the test applied to no task:"]
+    lines = [f"{counted(len(unused), 'fault')} injected by the test applied to no task:"]
     for fault in unused:
-        hint = did_you_mean(fault.task, names) if isinstance(fault.task, str) else ""
-        lines.append(f"- tasks_recorder.{fault.describe()} matched no run.{hint}")
+        lines.append(f"- tasks_recorder.{fault.describe()} matched no run.{_name_hint(fault.task, names)}")
     lines.append(
         "Check the task's name or function and the where= condition; a fault that may apply to nothing "
         "takes optional=True."
     )
     return "\n".join(lines)
+
+
+def unused_holds_report(held: Iterable[TaskSpec], records: Iterable[TaskRecord]) -> str | None:
+    """The teardown report of the tasks `hold()` was given that matched no recorded task, or `None`."""
+    records = list(records)
+    unused = [task for task in held if not any(matches_task(record, task) for record in records)]
+    if not unused:
+        return None
+    names = [record.name for record in records]
+    lines = [f"{counted(len(unused), 'task')} given to hold() matched no recorded task:"]
+    lines += [f"- tasks_recorder.hold({task_label(task)}) held nothing.{_name_hint(task, names)}" for task in unused]
+    lines.append("Check the task's name or function: a hold() that matches no task keeps nothing pending.")
+    return "\n".join(lines)
+
+
+def _name_hint(task: TaskSpec, names: list[str]) -> str:
+    # A mistyped name gets the closest recorded one; a function that matched nothing gets no guess.
+    return did_you_mean(task, names) if isinstance(task, str) else ""
 
 
 class FaultInjection:

@@ -20,7 +20,14 @@ from starlette.routing import Host, Mount
 from starlette.types import Scope
 
 from fastapi_tasks import Phase, TaskConfig, TasksScheduler, get_tasks_scheduler
-from fastapi_tasks._seam import CONFIG_KEY, Runtime, resolution_watchers, resolve_runtime, tasks_added
+from fastapi_tasks._seam import (
+    CONFIG_KEY,
+    Runtime,
+    callable_name,
+    resolution_watchers,
+    resolve_runtime,
+    tasks_added,
+)
 from fastapi_tasks.errors import FastAPITasksError, FastAPITasksUninitializedAppError
 
 from ._background import BackgroundTaskRecord, hook_background_tasks, unhook_background_tasks
@@ -242,6 +249,15 @@ def _apps_served_by(app: FastAPI) -> list[FastAPI]:
 
 
 def _override_gone(app: object) -> str:
+    overrides = getattr(app, "dependency_overrides", {})
+    if overrides.get(get_tasks_scheduler, recording_dependency) is not recording_dependency:
+        return (
+            f"tasks_recorder's override of the Tasks dependency of {app!r} was replaced by "
+            f"{callable_name(overrides[get_tasks_scheduler])}: the test (or a fixture) overrode Tasks itself after "
+            "the recorder was installed, so the app's tasks go to that override, unrecorded. Let tasks_recorder "
+            "stand in for Tasks (record mode runs no task; replace() stands in for one), or do not use "
+            "tasks_recorder in a test that brings its own Tasks."
+        )
     return (
         f"tasks_recorder's override of the Tasks dependency is gone from {app!r}.dependency_overrides: "
         "something replaced or cleared the dict after the recorder was installed (like "

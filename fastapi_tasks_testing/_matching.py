@@ -93,8 +93,21 @@ def task_label(task: TaskSpec) -> str:
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:
-    """` Did you mean 'x'?` for the known name closest to `name`, or nothing when none is close."""
-    close = difflib.get_close_matches(name, sorted(set(known) - {name}), n=1)
+    """` Did you mean 'x'?` for the known name closest to `name`, or nothing when none is close.
+
+    A task's name is its function's qualified name: a nested function's short name
+    (`send` for `signup.<locals>.send`, `send_emial` for `Mailer.send_email`) finds it too.
+    """
+    names = sorted(set(known) - {name})
+    by_short_name: dict[str, str] = {}
+    for known_name in names:
+        by_short_name.setdefault(known_name.rpartition(".")[2], known_name)
+    short = name.rpartition(".")[2]
+    if short in by_short_name:
+        return f" Did you mean {by_short_name[short]!r}?"
+    close = difflib.get_close_matches(name, names, n=1)
+    if not close:
+        close = [by_short_name[match] for match in difflib.get_close_matches(short, sorted(by_short_name), n=1)]
     return f" Did you mean {close[0]!r}?" if close else ""
 
 

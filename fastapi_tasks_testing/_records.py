@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import inspect
 import itertools
 import threading
 from collections.abc import Callable
@@ -14,6 +15,8 @@ import anyio.from_thread
 
 from fastapi_tasks import Phase, Task, TaskConfig, TaskStatus
 from fastapi_tasks._seam import is_async_callable
+
+from ._signatures import callable_signature
 
 if TYPE_CHECKING:
     from starlette.types import Scope
@@ -170,6 +173,35 @@ class TaskRecord(Task[..., Any]):
     def kind(self) -> str:
         """What was recorded: "task"."""
         return "task"
+
+    @property
+    def arguments(self) -> dict[str, Any]:
+        """The arguments by parameter name, bound to the signature of the task's function, defaults included.
+
+        `send("a@b.c")` and `send(to="a@b.c")` both give `record.arguments["to"] == "a@b.c"`, for a
+        `where=` predicate or a test; a `*args` parameter holds a tuple and a `**kwargs` one a dict. When
+        the signature is unknown (some builtins) or the arguments do not fit it (the task will fail with
+        a `TypeError`), it holds the keyword arguments only.
+        """
+        bound = self._bound()
+        if bound is None:
+            return dict(self.kwargs)
+        bound.apply_defaults()
+        return dict(bound.arguments)
+
+    def _signature(self) -> inspect.Signature | None:
+        # The parameters a scheduling of the task's function passes (cached for plain functions and methods).
+        return callable_signature(self.func)
+
+    def _bound(self) -> inspect.BoundArguments | None:
+        """The recorded arguments bound to `_signature()`, or `None` when it is unknown or they do not fit."""
+        signature = self._signature()
+        if signature is None:
+            return None
+        try:
+            return signature.bind(*self.args, **self.kwargs)
+        except TypeError:
+            return None
 
     def _target(self) -> Callable[..., Any]:
         keeper: TaskKeeper = self._recorder

@@ -11,7 +11,7 @@ from fastapi_tasks._seam import describe_exception
 
 from ._records import TaskRecord
 
-__all__ = ["format_call", "render_timeline"]
+__all__ = ["counted", "format_call", "render_timeline", "were"]
 
 _ADDRESS = re.compile(r" at 0x[0-9A-Fa-f]+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)")
@@ -90,6 +90,17 @@ def one_line(text: str) -> str:
 def short_repr(value: Any) -> str:
     """A repr short enough for one table cell, on one line."""
     return one_line(_repr.repr(value))
+
+
+def counted(count: int, noun: str) -> str:
+    """`1 task`, `2 tasks`: a count and its noun, in the singular or the plural."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def were(count: int, noun: str = "") -> str:
+    """`1 was`, `2 were`; with a noun, `1 task was`, `2 tasks were`."""
+    subject = counted(count, noun) if noun else str(count)
+    return f"{subject} was" if count == 1 else f"{subject} were"
 
 
 def format_call(name: str, args: Sequence[Any], kwargs: dict[str, Any]) -> str:

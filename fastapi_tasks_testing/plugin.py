@@ -15,10 +15,10 @@ from fastapi import FastAPI
 from fastapi_tasks import TaskStatus
 from fastapi_tasks._seam import callable_name, describe_exception
 
-from ._faults import unused_faults_report
+from ._faults import unused_faults_report, unused_holds_report
 from ._mode import MODES
 from ._records import TaskRecord
-from ._timeline import format_call, outcome, render_timeline
+from ._timeline import counted, format_call, outcome, render_timeline, were
 from .recorder import RecordingScheduler
 
 __all__ = ["pytest_addoption", "pytest_configure", "pytest_runtest_makereport", "tasks_recorder"]
@@ -69,7 +69,8 @@ def _marker_options(node: pytest.Item) -> dict[str, Any]:
         unknown = sorted(set(marker.kwargs) - set(_OPTIONS))
         if unknown:
             raise TypeError(
-                f"@pytest.mark.tasks_recorder got unknown option(s) {', '.join(map(repr, unknown))}; "
+                f"@pytest.mark.tasks_recorder got unknown {'option' if len(unknown) == 1 else 'options'} "
+                f"{', '.join(map(repr, unknown))}; "
                 f"its options are {', '.join(_OPTIONS)}."
             )
         options.update(marker.kwargs)
@@ -126,7 +127,7 @@ def _failure_report(recorder: RecordingScheduler) -> str | None:
         return None
     lines = []
     if failed:
-        lines.append(f"{len(failed)} background task(s) failed during the test:")
+        lines.append(f"{counted(len(failed), 'background task')} failed during the test:")
         for record in failed:
             lines.append(f"- {_describe(record)}: {outcome(record)}")
         lines.append(
@@ -134,7 +135,9 @@ def _failure_report(recorder: RecordingScheduler) -> str | None:
             "mark the test with @pytest.mark.tasks_recorder(expect_failures=True)."
         )
     if broken:
-        lines.append(f"{len(broken)} on_error handler(s) raised during the test (production logs and contains it):")
+        lines.append(
+            f"{counted(len(broken), 'on_error handler')} raised during the test (production logs and contains it):"
+        )
         for record in broken:
             assert record.handler_exception is not None
             handler = callable_name(record.on_error)
@@ -158,7 +161,7 @@ def _strict_report(recorder: RecordingScheduler) -> str | None:
     if not unasserted:
         return None
     return (
-        f"{len(unasserted)} recorded task(s) were matched by no assertion (strict mode):\n"
+        f"{were(len(unasserted), 'recorded task')} matched by no assertion (strict mode):\n"
         f"{render_timeline(unasserted)}\n"
         "Assert on each of them (tasks_recorder.assert_scheduled(...), assert_dispatched(...), ...), "
         "or exempt the ones that do not matter with tasks_recorder.ignore(task)."
@@ -170,6 +173,7 @@ def _teardown_report(recorder: RecordingScheduler) -> str | None:
         _failure_report(recorder),
         _strict_report(recorder),
         unused_faults_report(recorder._faults, recorder.records),
+        unused_holds_report(recorder._held, recorder.records),
     ]
     found = [report for report in reports if report is not None]
     return "\n\n".join(found) if found else None

@@ -753,7 +753,7 @@ def test_assert_timeline_failures(recorder: RecordingScheduler) -> None:
         recorder.assert_timeline(send_email, audit)
     assert str(excinfo.value) == failure(
         "Expected exactly these 2 tasks, in this order:\n1. send_email\n2. audit\n"
-        "but 2 more were recorded:\n- #3 immediate audit('bob', 2)\n- #4 after_response kaboom('bad')"
+        "but 2 more tasks were recorded:\n- #3 immediate audit('bob', 2)\n- #4 after_response kaboom('bad')"
     )
 
     with pytest.raises(AssertionError) as excinfo:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from fastapi_tasks_testing import RecordingScheduler
+from fastapi_tasks_testing._matching import did_you_mean
 from fastapi_tasks_testing._signatures import callable_signature
 
 
@@ -118,3 +119,71 @@ def test_callables_that_cannot_be_cached_still_have_their_signature() -> None:
     task = Unhashable()
     recorder.schedule(task, "a@b.c")
     recorder.assert_scheduled_once(task, to="a@b.c")
+
+
+def test_a_record_offers_its_arguments_bound_to_the_signature(monkeypatch: pytest.MonkeyPatch) -> None:
+    def send(to: str, subject: str = "Hi", *attachments: str, **headers: str) -> None:
+        pass  # pragma: no cover - never run
+
+    calls = count_signatures(monkeypatch, send)
+    recorder = RecordingScheduler()
+    positional = recorder.schedule(send, "a@b.c", "Yo", "cv.pdf", cc="d@e.f")
+    by_name = recorder.schedule(send, to="g@h.i")
+
+    assert positional.arguments == {
+        "to": "a@b.c",
+        "subject": "Yo",
+        "attachments": ("cv.pdf",),
+        "headers": {"cc": "d@e.f"},
+    }
+    assert by_name.arguments == {"to": "g@h.i", "subject": "Hi", "attachments": (), "headers": {}}
+    recorder.assert_scheduled(send, where=lambda record: record.arguments["to"] == "a@b.c", times=1)
+    assert calls == [send]  # the assertions' cached signature serves the records too
+
+
+def test_arguments_without_a_signature_hold_the_keyword_arguments_only() -> None:
+    def send(to: str) -> None:
+        pass  # pragma: no cover - never run
+
+    class NoSignature:
+        __signature__ = "not a signature"
+
+        def __call__(self, *args: Any, **kwargs: Any) -> None:
+            pass  # pragma: no cover - never run
+
+    recorder = RecordingScheduler()
+    assert recorder.schedule(NoSignature(), 1, key="value").arguments == {"key": "value"}
+    # Arguments that do not fit the function: the task will fail with a TypeError when it runs.
+    assert recorder.schedule(send, "a@b.c", extra=1).arguments == {"extra": 1}
+
+
+@pytest.mark.parametrize(
+    ("asked", "known", "hint"),
+    [
+        ("send", ["signup.<locals>.send", "sender"], " Did you mean 'signup.<locals>.send'?"),
+        ("send_emial", ["Mailer.send_email"], " Did you mean 'Mailer.send_email'?"),
+        ("sned_push", ["send_push", "outer.<locals>.send_push"], " Did you mean 'send_push'?"),
+        ("audit", ["charge"], ""),
+    ],
+)
+def test_did_you_mean_knows_the_short_names_of_nested_functions_and_methods(
+    asked: str, known: list[str], hint: str
+) -> None:
+    assert did_you_mean(asked, known) == hint
+
+
+def test_an_assertion_by_short_name_suggests_the_nested_function() -> None:
+    def signup() -> Callable[[str], None]:
+        def send(to: str) -> None:
+            pass  # pragma: no cover - never run
+
+        return send
+
+    recorder = RecordingScheduler()
+    recorder.schedule(signup(), "a@b.c")
+    with pytest.raises(
+        AssertionError,
+        match=r"^Expected 'send' to be scheduled, but no task matches\. Did you mean 'test_an_assertion_by_short_name_"
+        r"suggests_the_nested_function\.<locals>\.signup\.<locals>\.send'\?\n\nRecorded tasks:\n",
+    ):
+        recorder.assert_scheduled("send")

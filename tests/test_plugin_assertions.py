@@ -62,6 +62,14 @@ async def notify_user(user: str, tasks: Tasks) -> None:
     tasks.schedule(Mailer().send, f"{user}@b.c", "Hi")
 
 
+@app.post("/welcome/{user}")
+async def welcome(user: str, tasks: Tasks) -> None:
+    def greet(name: str) -> None:
+        pass
+
+    tasks.schedule(greet, user)
+
+
 @app.post("/orders/{order_id}")
 async def order(order_id: int, tasks: Tasks) -> None:
     tasks.after_response.enqueue(ship, order_id, express=True)
@@ -116,6 +124,13 @@ def test_partial_fails(client, tasks_recorder):
 def test_where_passes(client, tasks_recorder):
     client.post("/posts/ada")
     tasks_recorder.assert_scheduled(myapp.send_push, where=lambda record: record.args == ("linus",))
+
+
+def test_where_on_arguments_passes(client, tasks_recorder):
+    client.post("/posts/ada")
+    # `user` was passed positionally, `trace_id` took its default: the record binds both to their names.
+    to_grace = lambda record: record.arguments["user"] == "grace" and record.arguments["trace_id"] == "t-1"
+    tasks_recorder.assert_scheduled_once(myapp.send_push, where=to_grace)
 
 
 def test_where_fails(client, tasks_recorder):
@@ -209,6 +224,11 @@ def test_did_you_mean(client, tasks_recorder):
     tasks_recorder.assert_scheduled("send_psuh")
 
 
+def test_did_you_mean_a_nested_function(client, tasks_recorder):
+    client.post("/welcome/ada")
+    tasks_recorder.assert_scheduled("greet")
+
+
 def test_wait_for_passes(client, tasks_recorder):
     client.post("/posts/ada")
     assert tasks_recorder.wait_for_sync(myapp.audit, status="succeeded").args == ("publish",)
@@ -236,6 +256,11 @@ def test_strict_fails(client, tasks_recorder):
 def test_unused_fault(client, tasks_recorder):
     tasks_recorder.fail("send_psuh", RuntimeError("push service down"), times=1)
     tasks_recorder.replace(myapp.audit, print, where=lambda record: False)
+    client.post("/posts/ada")
+
+
+def test_unused_hold(client, tasks_recorder):
+    tasks_recorder.hold("send_psuh", myapp.notify)
     client.post("/posts/ada")
 """
 
@@ -370,6 +395,15 @@ FAILURES = {
         "E       ",
         *TIMELINE,
     ],
+    "test_did_you_mean_a_nested_function": [
+        '>       tasks_recorder.assert_scheduled("greet")',
+        "E       AssertionError: Expected 'greet' to be scheduled, but no task matches. "
+        "Did you mean 'welcome.<locals>.greet'?",
+        "E       ",
+        "E       Recorded tasks:",
+        "E       #  phase      task                           status     request",
+        "E       1  immediate  welcome.<locals>.greet('ada')  succeeded  POST /welcome/ada",
+    ],
     "test_wait_for_times_out": [
         '>       tasks_recorder.wait_for_sync(myapp.audit, status="failed", timeout=0.01)',
         "E       AssertionError: wait_for() timed out after 0.01 s: no audit has failed.",
@@ -380,7 +414,7 @@ FAILURES = {
 
 TEARDOWN_REPORTS = {
     "test_strict_fails": [
-        "2 recorded task(s) were matched by no assertion (strict mode):",
+        "2 recorded tasks were matched by no assertion (strict mode):",
         "#  phase           task                                   status     request",
         "1  after_route     audit('publish')                       succeeded  POST /posts/ada",
         "3  after_response  send_push('linus', text='ada posted')  succeeded  POST /posts/ada",
@@ -388,12 +422,18 @@ TEARDOWN_REPORTS = {
         "or exempt the ones that do not matter with tasks_recorder.ignore(task).",
     ],
     "test_unused_fault": [
-        "2 fault(s) injected by the test applied to no task:",
+        "2 faults injected by the test applied to no task:",
         "- tasks_recorder.fail('send_psuh', RuntimeError('push service down'), times=1) matched no run. "
         "Did you mean 'send_push'?",
         "- tasks_recorder.replace(audit, <built-in function print>, where=<lambda>) matched no run.",
         "Check the task's name or function and the where= condition; a fault that may apply to nothing "
         "takes optional=True.",
+    ],
+    "test_unused_hold": [
+        "2 tasks given to hold() matched no recorded task:",
+        "- tasks_recorder.hold('send_psuh') held nothing. Did you mean 'send_push'?",
+        "- tasks_recorder.hold(notify) held nothing.",
+        "Check the task's name or function: a hold() that matches no task keeps nothing pending.",
     ],
 }
 
@@ -413,11 +453,12 @@ def result(pytester: pytest.Pytester) -> pytest.RunResult:
 
 
 def test_the_passing_tests_pass_and_the_failing_ones_fail(result: pytest.RunResult) -> None:
-    result.assert_outcomes(passed=12, failed=len(FAILURES), errors=len(TEARDOWN_REPORTS))
+    result.assert_outcomes(passed=14, failed=len(FAILURES), errors=len(TEARDOWN_REPORTS))
     passing = [
         "test_signature_passes",
         "test_partial_passes",
         "test_where_passes",
+        "test_where_on_arguments_passes",
         "test_call_form_passes",
         "test_times_passes",
         "test_nothing_scheduled_passes",

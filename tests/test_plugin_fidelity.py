@@ -79,7 +79,7 @@ def test_a_raising_on_error_handler_is_reported_at_teardown(pytester: pytest.Pyt
     result.stdout.fnmatch_lines(
         [
             "*ERROR at teardown of test_pay*",
-            "1 on_error handler(s) raised during the test (production logs and contains it):",
+            "1 on_error handler raised during the test (production logs and contains it):",
             "- #1 after_response charge_card(42) (POST /pay): page_oncall raised KeyError: 'no such alert channel'",
             "Assert on them with tasks_recorder.assert_handler_failed(...), or, if failures are expected, "
             "mark the test with @pytest.mark.tasks_recorder(expect_failures=True).",
@@ -165,4 +165,36 @@ def test_overrides_replaced_without_a_request_are_reported_at_teardown(pytester:
             "*ERROR at teardown of test_nothing_requested*",
             "tasks_recorder's override of the Tasks dependency is gone from *",
         ]
+    )
+
+
+@pytest.mark.usefixtures("app_module")
+def test_a_test_that_overrides_tasks_itself_is_told_so(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        from fastapi_tasks import get_tasks_scheduler
+
+
+        def fake_scheduler():
+            return None
+
+
+        def test_own_override(app, tasks_recorder):
+            app.dependency_overrides[get_tasks_scheduler] = fake_scheduler
+        """
+    )
+
+    result = pytester.runpytest(*NO_RANDOM_ORDER)
+
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.re_match_lines(
+        [
+            r"^_+ ERROR at teardown of test_own_override _+$",
+            r"^tasks_recorder's override of the Tasks dependency of <fastapi\.applications\.FastAPI object at "
+            r"0x[0-9a-f]+> was replaced by fake_scheduler: the test \(or a fixture\) overrode Tasks itself after "
+            r"the recorder was installed, so the app's tasks go to that override, unrecorded\. Let tasks_recorder "
+            r"stand in for Tasks \(record mode runs no task; replace\(\) stands in for one\), or do not use "
+            r"tasks_recorder in a test that brings its own Tasks\.$",
+        ],
+        consecutive=True,
     )
