@@ -22,16 +22,17 @@ from ._context import RUNTIME_KEY, Serving
 from ._log import listing, logger, name_list
 from ._phases import Phase, TaskStatus
 from ._runner import run_task, run_unshielded
+from ._starting import native_task_factory
 from .batch import DISCARDED, OPEN, TasksBatch
 from .config import TaskConfig
-from .errors import BacklogFullError, FastAPITasksError, FastAPITasksShutdownError
+from .errors import BacklogFullError, FastAPITasksShutdownError
 from .task import Task
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
     from starlette.types import Scope
 
-__all__ = ["DEFAULT_MAX_THREADS", "MAX_EAGER_DEPTH", "Runtime", "runtime_of", "shutdown_error"]
+__all__ = ["DEFAULT_MAX_THREADS", "Runtime", "runtime_of", "shutdown_error"]
 
 # Enum members looked up once: on the per-task path, a class attribute lookup on an Enum costs
 # several times a global's.
@@ -39,9 +40,6 @@ _PENDING, _RUNNING = TaskStatus.PENDING, TaskStatus.RUNNING
 
 DEFAULT_MAX_THREADS = 40
 """Worker threads an app's sync tasks and sync `on_error` handlers may use at once, by default."""
-
-MAX_EAGER_DEPTH = 16
-"""With eager_start, how many tasks may start eagerly one inside another's first stretch (see `_EagerStart`)."""
 
 # The app's runtime of each app's task group: `TasksScheduler(request.state.fastapi_tasks_tg)` shares it
 # wherever it is built (the lifespan, a helper task, a thread of the app's own).
@@ -119,7 +117,7 @@ class Runtime:
         # On asyncio, the app's own runtime (`native`) starts each task as an asyncio task of its own
         # and supervises it itself: anyio's task group costs several times as much per task, in time
         # and memory. On trio, and for a task group the app passed in, tasks go through anyio.
-        self._create_task = _native_task_factory(eager_start) if native else None
+        self._create_task = native_task_factory(eager_start) if native else None
         if native:
             _BY_TASK_GROUP[tg] = self
 
@@ -131,8 +129,8 @@ class Runtime:
         Raises:
             BacklogFullError: `max_pending` tasks are pending or running already.
         """
-        if self.max_pending is not None and len(self.live) >= self.max_pending:
-            raise self._backlog_full(config.name or callable_name(func))
+        if self.max_pending is not None:
+            self.check_backlog(config.name or callable_name(func))
         return Task(func, args, kwargs, config, phase=phase)
 
     def new_dispatch(
@@ -143,18 +141,24 @@ class Runtime:
         Raises:
             BacklogFullError: `max_pending` tasks are pending or running already.
         """
-        if self.max_pending is not None and len(self.live) >= self.max_pending:
-            raise self._backlog_full(config.name or callable_name(job))
+        if self.max_pending is not None:
+            self.check_backlog(config.name or callable_name(job))
         from .dispatchers._registry import new_dispatch  # imported here: only apps that dispatch pay for it
 
         return new_dispatch(job, args, kwargs, config, phase)
 
-    def _backlog_full(self, name: str) -> BacklogFullError:
-        return BacklogFullError(
-            f"Cannot schedule {name!r}: the app already has {len(self.live):,} background tasks pending or running, "
-            f"its limit (add_tasks(app, max_pending={self.max_pending})). Answer 503 Service Unavailable: "
-            "handle BacklogFullError with an exception handler, and let the client retry later."
-        )
+    def check_backlog(self, name: str) -> None:
+        """Refuse the task `name` if `max_pending` tasks are pending or running already.
+
+        Raises:
+            BacklogFullError: they are.
+        """
+        if self.max_pending is not None and len(self.live) >= self.max_pending:
+            raise BacklogFullError(
+                f"Cannot schedule {name!r}: the app already has {len(self.live):,} background tasks pending or "
+                f"running, its limit (add_tasks(app, max_pending={self.max_pending})). Answer 503 Service "
+                "Unavailable: handle BacklogFullError with an exception handler, and let the client retry later."
+            )
 
     def submit(self, task: Task[..., Any]) -> None:
         """Start `task` now, from any thread.
@@ -304,60 +308,6 @@ _STOPPED_WAITING = (
 
 def _seconds(timeout: float | None) -> str:
     return "none" if not timeout else f"shutdown_timeout={timeout:g} s"
-
-
-class _EagerStart:
-    """Starts a task eagerly on asyncio (Python 3.12+): it runs inside the call up to its first suspending await.
-
-    Bounded: a task started in another's first stretch adds that stretch's frames to the stack, and a chain
-    of them (each scheduling the next before its first await) would overflow it; past `MAX_EAGER_DEPTH`
-    nested starts, a task starts at the loop's next turn. A `SystemExit` or `KeyboardInterrupt` that a task
-    raises in its first stretch (the task has ended, and was logged) is raised again from the event loop, as
-    a task started at the loop's next turn would raise it: it stops the server, and neither the request nor
-    the rest of a batch being started loses anything.
-    """
-
-    __slots__ = ("depth", "loop")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.depth = 0
-
-    def __call__(self, coro: Any, *, name: str) -> asyncio.Task[Any] | None:
-        if self.depth >= MAX_EAGER_DEPTH:
-            return self.loop.create_task(coro, name=name)
-        self.depth += 1
-        try:
-            return asyncio.Task(coro, loop=self.loop, name=name, eager_start=True)  # type: ignore[call-arg]
-        except (KeyboardInterrupt, SystemExit) as exc:
-            self.loop.call_soon(_raise, exc)
-            return None
-        finally:
-            self.depth -= 1
-
-
-def _raise(exc: BaseException) -> None:
-    raise exc
-
-
-def _native_task_factory(eager_start: bool) -> Callable[..., asyncio.Task[Any] | None] | None:
-    """How the app's runtime starts a task on the running event loop: `None` when it is not asyncio's.
-
-    Raises:
-        FastAPITasksError: `eager_start` was asked for, but the event loop is not asyncio's.
-    """
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:  # trio
-        loop = None
-    if eager_start:
-        if loop is None:
-            raise FastAPITasksError(
-                "add_tasks(app, eager_start=True) needs the asyncio event loop, and the app runs on another one "
-                "(trio). Leave eager_start off there."
-            )
-        return _EagerStart(loop)
-    return None if loop is None else loop.create_task
 
 
 def _cancel_unstarted(runtime: Runtime) -> None:

@@ -1,0 +1,73 @@
+"""How the app's runtime starts a task on the running event loop: the loop's own `create_task`, or eagerly.
+
+On asyncio the app's runtime starts each task as an asyncio task of its own; with
+`add_tasks(app, eager_start=True)` (Python 3.12+) it starts it eagerly, bounded. On trio it
+starts tasks through anyio's task group instead, and this module has nothing to offer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from .errors import FastAPITasksError
+
+__all__ = ["MAX_EAGER_DEPTH", "native_task_factory"]
+
+MAX_EAGER_DEPTH = 16
+"""With eager_start, how many tasks may start eagerly one inside another's first stretch (see `_EagerStart`)."""
+
+
+class _EagerStart:
+    """Starts a task eagerly on asyncio (Python 3.12+): it runs inside the call up to its first suspending await.
+
+    Bounded: a task started in another's first stretch adds that stretch's frames to the stack, and a chain
+    of them (each scheduling the next before its first await) would overflow it; past `MAX_EAGER_DEPTH`
+    nested starts, a task starts at the loop's next turn. A `SystemExit` or `KeyboardInterrupt` that a task
+    raises in its first stretch (the task has ended, and was logged) is raised again from the event loop, as
+    a task started at the loop's next turn would raise it: it stops the server, and neither the request nor
+    the rest of a batch being started loses anything.
+    """
+
+    __slots__ = ("depth", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.depth = 0
+
+    def __call__(self, coro: Any, *, name: str) -> asyncio.Task[Any] | None:
+        if self.depth >= MAX_EAGER_DEPTH:
+            return self.loop.create_task(coro, name=name)
+        self.depth += 1
+        try:
+            return asyncio.Task(coro, loop=self.loop, name=name, eager_start=True)  # type: ignore[call-arg]
+        except (KeyboardInterrupt, SystemExit) as exc:
+            self.loop.call_soon(_raise, exc)
+            return None
+        finally:
+            self.depth -= 1
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
+
+
+def native_task_factory(eager_start: bool) -> Callable[..., asyncio.Task[Any] | None] | None:
+    """How the app's runtime starts a task on the running event loop: `None` when it is not asyncio's.
+
+    Raises:
+        FastAPITasksError: `eager_start` was asked for, but the event loop is not asyncio's.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # trio
+        loop = None
+    if eager_start:
+        if loop is None:
+            raise FastAPITasksError(
+                "add_tasks(app, eager_start=True) needs the asyncio event loop, and the app runs on another one "
+                "(trio). Leave eager_start off there."
+            )
+        return _EagerStart(loop)
+    return None if loop is None else loop.create_task
