@@ -6,7 +6,7 @@ from contextvars import ContextVar
 
 from starlette.types import Scope
 
-__all__ = ["CONFIG_KEY", "RUNTIME_KEY", "TG_KEY", "Serving", "serving"]
+__all__ = ["CONFIG_KEY", "NEW_RUNTIME_KEY", "RUNTIME_KEY", "TG_KEY", "Serving", "serving"]
 
 TG_KEY = "fastapi_tasks_tg"
 """Lifespan state key of the task group: `request.state.fastapi_tasks_tg`."""
@@ -14,6 +14,8 @@ CONFIG_KEY = "fastapi_tasks_config"
 """`app.state` key of the app-wide `TaskConfig` given to `add_tasks`."""
 RUNTIME_KEY = "fastapi_tasks_runtime"
 """Lifespan state key of the app-wide runtime (config, shutdown bookkeeping)."""
+NEW_RUNTIME_KEY = "fastapi_tasks_new_runtime"
+"""`app.state` key of how `add_tasks` builds the app's runtime in a task group: `new_runtime(tg)`."""
 
 
 class Serving:

@@ -12,7 +12,8 @@ What crosses the seam:
 - running one task (`run_task`), containing what it raises, as production does;
 - the hooks at the bottom of FastAPI's per-request exit stacks (`push_at_bottom`);
 - the serving context (`serving`, `Serving`) and the lifespan state keys, by which a scheduler
-  finds its request and its app;
+  finds its request and its app, and how `add_tasks` builds an app's runtime (`NEW_RUNTIME_KEY`),
+  which the recorder uses for a test client's call served without the lifespan;
 - how the `Tasks` dependency resolves a request's runtime (`resolve_runtime`, `tasks_added`,
   `resolution_watchers`);
 - the dispatch core that `enqueue()` uses (`prepare_dispatch`, `find_dispatcher`, `dispatch_error`);
@@ -22,7 +23,7 @@ What crosses the seam:
 from __future__ import annotations
 
 from ._callables import callable_name, is_async_callable
-from ._context import CONFIG_KEY, RUNTIME_KEY, TG_KEY, Serving, serving
+from ._context import CONFIG_KEY, NEW_RUNTIME_KEY, RUNTIME_KEY, TG_KEY, Serving, serving
 from ._dispatch import dispatch_error
 from ._log import describe_exception, logger
 from ._runner import run_task
@@ -33,6 +34,7 @@ from .scheduler import push_at_bottom
 
 __all__ = [
     "CONFIG_KEY",
+    "NEW_RUNTIME_KEY",
     "RUNTIME_KEY",
     "TG_KEY",
     "Runtime",

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import anyio
 from fastapi import Depends, FastAPI
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._context import CONFIG_KEY, RUNTIME_KEY, TG_KEY, Serving, serving
+from ._context import CONFIG_KEY, NEW_RUNTIME_KEY, RUNTIME_KEY, TG_KEY, Serving, serving
 from ._runtime import DEFAULT_MAX_THREADS, Runtime
 from .config import TaskConfig
 from .errors import FastAPITasksAlreadyInstalledError, FastAPITasksError, FastAPITasksUninitializedAppError
 from .scheduler import TasksScheduler
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
 
 __all__ = ["Tasks", "add_tasks", "get_tasks_scheduler"]
 
@@ -27,34 +31,12 @@ class _TasksMiddleware:
     (`TasksScheduler(request.state.fastapi_tasks_tg)`).
     """
 
-    __slots__ = (
-        "app",
-        "config",
-        "eager_start",
-        "log_exception_messages",
-        "max_pending",
-        "max_threads",
-        "shutdown_timeout",
-    )
+    __slots__ = ("app", "new_runtime")
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        config: TaskConfig,
-        shutdown_timeout: float | None,
-        max_threads: int,
-        eager_start: bool,
-        max_pending: int | None = None,
-        log_exception_messages: bool = True,
-    ) -> None:
+    def __init__(self, app: ASGIApp, *, new_runtime: Callable[[TaskGroup], Runtime]) -> None:
         self.app = app
-        self.config = config
-        self.shutdown_timeout = shutdown_timeout
-        self.max_threads = max_threads
-        self.eager_start = eager_start
-        self.max_pending = max_pending
-        self.log_exception_messages = log_exception_messages
+        # How add_tasks builds the app's runtime (the testing toolkit builds one the same way without a lifespan).
+        self.new_runtime = new_runtime
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -84,16 +66,7 @@ class _TasksMiddleware:
             )
         async with anyio.create_task_group() as tg:
             try:
-                runtime = Runtime(
-                    tg,
-                    self.config,
-                    self.shutdown_timeout,
-                    self.max_threads,
-                    native=True,
-                    eager_start=self.eager_start,
-                    max_pending=self.max_pending,
-                    log_exception_messages=self.log_exception_messages,
-                )
+                runtime = self.new_runtime(tg)
             except FastAPITasksError as exc:
                 await _startup_failed(receive, send, exc)
             state[TG_KEY] = tg
@@ -196,15 +169,18 @@ def add_tasks(
     config = config or TaskConfig()
     # Kept on the app so that the testing toolkit can apply the app-wide config without a lifespan.
     setattr(app.state, CONFIG_KEY, config)
-    app.add_middleware(
-        _TasksMiddleware,
+    new_runtime = functools.partial(
+        Runtime,
         config=config,
         shutdown_timeout=shutdown_timeout,
         max_threads=max_threads,
+        native=True,
         eager_start=eager_start,
         max_pending=max_pending,
         log_exception_messages=log_exception_messages,
     )
+    setattr(app.state, NEW_RUNTIME_KEY, new_runtime)
+    app.add_middleware(_TasksMiddleware, new_runtime=new_runtime)
 
 
 def resolve_runtime(scope: Scope) -> Runtime:

@@ -23,7 +23,7 @@ from anyio.lowlevel import current_token
 from starlette.types import Scope
 
 from fastapi_tasks import Phase, Task, TaskConfig
-from fastapi_tasks._seam import RUNTIME_KEY, TG_KEY, Runtime, Serving
+from fastapi_tasks._seam import RUNTIME_KEY, TG_KEY, Runtime, Serving, callable_name
 
 from ._records import RequestInfo, TaskRecord
 
@@ -157,11 +157,14 @@ class RequestRuntime(Runtime):
     def new_task(
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], config: TaskConfig, phase: Phase
     ) -> Task[..., Any]:
+        # Refused before a record exists, as production refuses before a handle exists.
+        self.real.check_backlog(config.name or callable_name(func))
         return self.recorder._record(func, args, kwargs, config, phase, self.request)
 
     def new_dispatch(
         self, job: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], config: TaskConfig, phase: Phase
     ) -> Task[..., Any]:
+        self.real.check_backlog(config.name or callable_name(job))
         return self.recorder._record_dispatch(job, args, kwargs, config, phase, self.request)
 
     def spawn(self, task: Task[..., Any]) -> None:
