@@ -1,21 +1,28 @@
-"""Running one scenario in one engine, and comparing what the two engines saw.
+"""Running one scenario under one driver, and comparing what the drivers saw.
 
 A scenario is a small app, built fresh for every run by a factory that gets a `Probe`, and a
 request script. The app's endpoints keep the handle of every task they schedule
 (`probe.keep(tasks.schedule(...))`) and its tasks report what they observed (`probe.see(...)`).
-An engine runs the app's lifespan, the script, then waits on every kept handle; the outcome is a
-plain dict of what happened: each request's response, and for each task its phase, status,
-exception, result, effective config and observations.
+A driver serves the app, runs the script, and returns the outcome: a plain dict of what happened,
+each request's response, and for each task its phase, status, exception, result, effective config
+and observations.
 
-- "production": the app as it is, its lifespan running; after the script, the engine waits on
-  every kept handle (up to `HANG_GUARD` seconds: a task still pending or running then is reported).
-- "recorder": the same, with `RecordingScheduler(mode="run")` installed on it, except that nothing
-  is waited for: run mode promises that every task of a request has ended when the client's call
+The drivers:
+
+- "production": the app as it is, its lifespan running (unless the scenario is about a lifespan
+  that does not run); after the script, the driver waits on every kept handle, up to `HANG_GUARD`
+  seconds (a task still pending or running then is reported). Its outcome is the reference.
+- "recorder": the same, with `RecordingScheduler(mode="run")` installed on the app, and nothing
+  waited for: run mode promises that every task of a request has ended when the client's call
   returns, so a task that has not is a difference.
+- "recorder-bare": the recorder, with a bare client: no lifespan runs (httpx's `ASGITransport`
+  without `LifespanManager`, or a `TestClient` outside a `with` block). Run mode promises that such
+  a test works as production does with its lifespan, so its outcome is compared with the same
+  reference. A scenario that cannot run without the lifespan says why in `Scenario.bare_opt_out`.
 
-The engines run in the test's own event loop (httpx's `ASGITransport`, driven by
-`asgi_lifespan.LifespanManager`), or for WebSocket scenarios through Starlette's `TestClient`
-(which runs the lifespan and the app in an event loop of its own, on the test's backend).
+Async scripts drive httpx's `AsyncClient` in the test's own event loop (with the lifespan,
+through `asgi_lifespan.LifespanManager`); sync scripts drive Starlette's `TestClient` (which runs
+the app in an event loop of its own, on the test's backend), from a worker thread.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import fnmatch
 import functools
 import logging
 import pprint
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -37,6 +45,7 @@ import httpx
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from starlette.testclient import WebSocketTestSession
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fastapi_tasks import Task, TaskConfig, add_tasks
@@ -47,10 +56,11 @@ from ._differences import ACCEPTED_DIFFERENCES
 
 __all__ = [
     "HANG_GUARD",
+    "RECORDER_DRIVERS",
     "AsyncScript",
     "Backend",
     "Client",
-    "Engine",
+    "Driver",
     "Outcome",
     "Probe",
     "Scenario",
@@ -64,7 +74,9 @@ __all__ = [
 ]
 
 Backend: TypeAlias = Literal["asyncio", "trio"]
-Engine: TypeAlias = Literal["production", "recorder"]
+Driver: TypeAlias = Literal["production", "recorder", "recorder-bare"]
+"""How a scenario is served: see the module docstring."""
+RECORDER_DRIVERS: tuple[Driver, ...] = ("recorder", "recorder-bare")
 Outcome: TypeAlias = dict[str, Any]
 """What one run saw: `requests` (as the client saw them), `sent` (the statuses the app sent), `tasks`
 (name -> fields), `notes`, `logs` (line -> count), and `hung` or `lifespan` when something never
@@ -76,7 +88,9 @@ HANG_GUARD = 2.0
 """Seconds a script, or the wait for its tasks, may take before the run is reported as hung.
 
 Every scenario ends in milliseconds when nothing is wrong; nothing here waits on a clock otherwise.
+A whole run (lifespan, script, wait) that takes longer than `RUN_GUARD` fails.
 """
+RUN_GUARD = 4 * HANG_GUARD
 
 
 class Probe:
@@ -366,28 +380,30 @@ def _http_scope(method: str, path: str, spec_version: str) -> Scope:
 
 
 class SyncClient:
-    """What a sync script drives: Starlette's `TestClient`, for WebSockets."""
+    """What a sync script drives: Starlette's `TestClient` (in a `with` block, or bare), for WebSockets and HTTP."""
 
     def __init__(self, client: TestClient, probe: Probe) -> None:
         self.client = client
         self.probe = probe
 
-    def wait_until_served(self, path: str) -> None:
+    def wait_until_served(self, path: str, session: WebSocketTestSession) -> None:
         """Wait until the app has ended the WebSocket session at `path` (returned or raised).
 
         `TestClient` cancels the app when the script leaves a `websocket_connect()` block: a script
-        that waits first sees how the app ended, whatever the engine does while it ends.
+        that waits first sees how the app ended, whatever the driver does while it ends. The wait
+        runs in the session's event loop, which is the client's with the lifespan and the
+        session's own without.
         """
-        portal = self.client.portal
-        if portal is None:
-            raise AssertionError("the scenario runs without the lifespan: TestClient has no event loop to wait in")
-        portal.call(self._served, path)
+        session.portal.call(self._served, path)
 
     async def _served(self, path: str) -> None:
         await self.probe.signal(f"served {path}").wait()  # the event made in the app's event loop
 
     def get(self, path: str) -> None:
-        """`GET path`; note its status code, or the exception the client raised."""
+        """`GET path`; note its status code, or the exception the client raised.
+
+        A bare `TestClient` runs each call in an event loop of its own, which ends with the call.
+        """
         try:
             response = self.client.get(path)
         except BaseException as exc:
@@ -414,16 +430,29 @@ class Scenario:
         covers: what the scenario is about (and the issue observation it reproduces, if any).
         build: makes a fresh app reporting to the probe it is given.
         script: the requests to make (async, through httpx); the default is one `GET /`.
-        sync_script: instead of `script`, requests made through `TestClient` (for WebSockets).
-        lifespan: whether the engines run the app's lifespan (`False`: a bare client, in both).
+        sync_script: instead of `script`, requests made through `TestClient` (for WebSockets, and
+            for what a test written the way the docs teach does).
+        lifespan: whether production runs the app's lifespan. `False` is for the one thing a
+            missing lifespan changes in production: it refuses; the only recorder driver is then
+            the bare one.
+        bare_opt_out: why the scenario cannot run with a bare client (`None`: it runs in every
+            driver). Only a script that needs the lifespan itself (to shut the app down, say), or
+            an app that needs its own lifespan, opts out.
         backends: the event loops the scenario runs on (asyncio only, for what trio cannot express).
         python: the oldest Python the scenario runs on, for a feature that needs a newer one than the
             project's oldest (older ones skip it).
         install_on: the app the recorder is installed on; by default the one `build` returned.
-        accepted: the kinds of `ACCEPTED_DIFFERENCES` this scenario may show.
+        recorder_setup: configures the recorder once it is installed, before the script runs (what a
+            test would do with `tasks_recorder`), in both recorder drivers.
+        accepted: the kinds of `ACCEPTED_DIFFERENCES` this scenario may show, in every recorder driver.
+        accepted_bare: kinds the bare driver may show besides `accepted`.
+        racy: outcome fields (`fnmatch` patterns over dotted paths) whose production value a race
+            between a worker thread and the event loop decides: not compared, since run mode makes
+            the task lose that race every time (`expect_recorder` pins the losing value).
         expect: what DESIGN.md requires of the production outcome, checked on its own.
         expect_recorder: what run mode promises beyond agreement (determinism, say), checked on
-            the recorder's outcome after the comparison.
+            the outcome of both recorder drivers after the comparison.
+        expect_bare: what the bare driver must show beyond agreement, checked after `expect_recorder`.
     """
 
     id: str
@@ -432,41 +461,68 @@ class Scenario:
     script: AsyncScript = get_root
     sync_script: SyncScript | None = None
     lifespan: bool = True
+    bare_opt_out: str | None = None
     backends: tuple[Backend, ...] = ("asyncio", "trio")
     python: tuple[int, int] = (3, 10)
     install_on: Callable[[FastAPI], FastAPI] | None = None
+    recorder_setup: Callable[[RecordingScheduler], None] | None = None
     accepted: tuple[str, ...] = ()
+    accepted_bare: tuple[str, ...] = ()
+    racy: tuple[str, ...] = ()
     expect: Callable[[Outcome], None] | None = None
     expect_recorder: Callable[[Outcome], None] | None = None
+    expect_bare: Callable[[Outcome], None] | None = None
 
     def __post_init__(self) -> None:
-        unknown = set(self.accepted) - set(ACCEPTED_DIFFERENCES)
+        unknown = {*self.accepted, *self.accepted_bare} - set(ACCEPTED_DIFFERENCES)
         if unknown:
             raise ValueError(f"scenario {self.id!r} accepts unknown differences {sorted(unknown)}")
+        if not self.lifespan and self.bare_opt_out is not None:
+            raise ValueError(f"scenario {self.id!r} runs without the lifespan: it cannot opt out of the bare driver")
+
+    def drivers(self) -> tuple[Driver, ...]:
+        """The recorder drivers this scenario runs under (each compared with production)."""
+        if not self.lifespan:
+            return ("recorder-bare",)
+        return ("recorder",) if self.bare_opt_out is not None else RECORDER_DRIVERS
+
+    def accepts(self, driver: Driver, backend: Backend) -> list[str]:
+        """The field patterns that may differ under `driver` on `backend`."""
+        kinds = [*self.accepted, *(self.accepted_bare if driver == "recorder-bare" else ())]
+        patterns = [
+            pattern
+            for kind in kinds
+            if backend in ACCEPTED_DIFFERENCES[kind].backends
+            for pattern in ACCEPTED_DIFFERENCES[kind].fields
+        ]
+        return [*patterns, *self.racy]
 
 
-# --- engines -------------------------------------------------------------------------------------
+# --- drivers -------------------------------------------------------------------------------------
 
 
-async def run_scenario(scenario: Scenario, engine: Engine, backend: Backend) -> Outcome:
-    """Run `scenario` on a fresh app in `engine`, and return what happened."""
+async def run_scenario(scenario: Scenario, driver: Driver, backend: Backend) -> Outcome:
+    """Serve a fresh app of `scenario` under `driver`, run its script, and return what happened."""
     probe = Probe()
     app = scenario.build(probe)
     recorder: RecordingScheduler | None = None
-    if engine == "recorder":
+    if driver != "production":
         recorder = RecordingScheduler(mode="run")
         recorder.install(app if scenario.install_on is None else scenario.install_on(app))
+        if scenario.recorder_setup is not None:
+            scenario.recorder_setup(recorder)
+    lifespan = scenario.lifespan and driver != "recorder-bare"
     try:
-        with _collecting_logs() as logs:
+        with _collecting_logs() as logs, anyio.fail_after(RUN_GUARD):
             if scenario.sync_script is not None:
                 sync_script = scenario.sync_script
+                # A sync script that hangs is left behind in its thread: the run reports it and goes on.
                 outcome = await anyio.to_thread.run_sync(
-                    functools.partial(
-                        _run_with_testclient, app, sync_script, probe, recorder, backend, scenario.lifespan
-                    )
+                    functools.partial(_run_with_testclient, app, sync_script, probe, recorder, backend, lifespan),
+                    abandon_on_cancel=True,
                 )
             else:
-                outcome = await _run_with_httpx(app, scenario, probe, recorder)
+                outcome = await _run_with_httpx(app, scenario.script, probe, recorder, lifespan)
     finally:
         if recorder is not None:
             recorder.uninstall()
@@ -500,14 +556,14 @@ def _collecting_logs() -> Iterator[list[str]]:
 
 
 async def _run_with_httpx(
-    app: FastAPI, scenario: Scenario, probe: Probe, recorder: RecordingScheduler | None
+    app: FastAPI, script: AsyncScript, probe: Probe, recorder: RecordingScheduler | None, lifespan: bool
 ) -> Outcome:
     outcome: Outcome | None = None
     lifespan_error: str | None = None
     try:
-        async with _served(app, probe, lifespan=scenario.lifespan) as (http, asgi, shutdown):
+        async with _served(app, probe, lifespan=lifespan) as (http, asgi, shutdown):
             with anyio.move_on_after(HANG_GUARD) as guard:
-                await scenario.script(Client(http, asgi, probe, shutdown))
+                await script(Client(http, asgi, probe, shutdown))
             if guard.cancelled_caught:
                 probe.hung.append("the request script")
             if recorder is None:
@@ -535,6 +591,7 @@ async def _served(
                 # Shutting down once more when the block ends is a no-op: the lifespan has ended by then.
                 yield http, manager.app, manager.shutdown
     else:
+        # A bare client: nothing sends the app lifespan events.
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=served), base_url="http://test") as http:
             yield http, served, None
 
@@ -549,14 +606,41 @@ def _run_with_testclient(
 ) -> Outcome:
     client = TestClient(_ServerSide(app, probe), backend=backend)
     if not lifespan:
-        script(SyncClient(client, probe))
+        # A bare client, as the docs' first test writes it: no `with` block, no lifespan, and an event
+        # loop of its own for each call.
+        try:
+            _run_sync_script(script, SyncClient(client, probe))
+        finally:
+            client.close()
         return _outcome(probe, recorder)
     with client:
-        script(SyncClient(client, probe))
+        _run_sync_script(script, SyncClient(client, probe))
         if recorder is None:
             assert client.portal is not None  # the `with` block's event loop, which the app runs on
             client.portal.call(_wait_for_tasks, probe)
         return _outcome(probe, recorder)
+
+
+def _run_sync_script(script: SyncScript, client: SyncClient) -> None:
+    # Bounded like an async script: past HANG_GUARD the script is left behind in its thread, which
+    # the recorder's own bound on its wait ends later; the run goes on and reports it.
+    done = threading.Event()
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            script(client)
+        except BaseException as exc:
+            failure.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="sync script", daemon=True).start()
+    if not done.wait(HANG_GUARD):
+        client.probe.hung.append("the request script")
+        return
+    if failure:
+        raise failure[0]
 
 
 async def _wait_for_tasks(probe: Probe) -> None:
@@ -634,13 +718,16 @@ def _flatten(outcome: Outcome) -> dict[str, object]:
 _MISSING = "(absent)"
 
 
-def compare(scenario: Scenario, backend: Backend, production: Outcome, recorder: Outcome) -> str | None:
-    """The differences between the two outcomes that `scenario` does not accept, as a readable report; else None."""
+def compare(
+    scenario: Scenario, backend: Backend, production: Outcome, recorder: Outcome, driver: Driver = "recorder"
+) -> str | None:
+    """The differences between production's outcome and `driver`'s that `scenario` does not accept, as a
+    readable report; else None."""
     flat_production, flat_recorder = (
         _flatten(_summarize_lone_tasks(production, recorder)),
         _flatten(_summarize_lone_tasks(recorder, production)),
     )
-    accepted = [pattern for kind in scenario.accepted for pattern in ACCEPTED_DIFFERENCES[kind].fields]
+    accepted = scenario.accepts(driver, backend)
     rows = []
     for path in sorted(flat_production.keys() | flat_recorder.keys(), key=_path_order):
         left = flat_production.get(path, _MISSING)
@@ -649,14 +736,14 @@ def compare(scenario: Scenario, backend: Backend, production: Outcome, recorder:
             rows.append((path, _show(left), _show(right)))
     if not rows:
         return None
-    widths = [max(len(row[i]) for row in [("field", "production", "recorder (run mode)"), *rows]) for i in range(3)]
-    header = ("field", "production", "recorder (run mode)")
-    lines = [f"Scenario {scenario.id!r} ({backend}): the engines disagree. {scenario.covers}"]
+    header = ("field", "production", f"{driver} (run mode)")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(3)]
+    lines = [f"Scenario {scenario.id!r} ({backend}, {driver}): the drivers disagree. {scenario.covers}"]
     for row in [header, *rows]:
         lines.append("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     lines.append("Production outcome:")
     lines.append(_indent(pprint.pformat(production, width=110, sort_dicts=True)))
-    lines.append("Recorder outcome:")
+    lines.append(f"{driver} outcome:")
     lines.append(_indent(pprint.pformat(recorder, width=110, sort_dicts=True)))
     return "\n".join(lines)
 

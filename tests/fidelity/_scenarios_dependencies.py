@@ -3,20 +3,23 @@
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations at runtime, and
 # some of them name classes and dependencies local to a scenario's factory.
 
+import functools
+import threading
 from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import anyio.lowlevel
 from fastapi import Depends, FastAPI, HTTPException
 
 from fastapi_tasks import Tasks
 
-from ._harness import Outcome, Probe, Scenario, new_app, statuses, task_outcome
+from ._harness import HANG_GUARD, Outcome, Probe, Scenario, SyncClient, new_app, statuses, task_outcome
 
 __all__ = ["SCENARIOS"]
 
 DependencyScope = Literal["function", "request"]
 Phase = Literal["immediate", "after_route", "after_response"]
+PHASES: tuple[Phase, ...] = get_args(Phase)
 
 
 class Session:
@@ -184,6 +187,122 @@ def _endpoint_error_discards(outcome: Outcome) -> None:
     }
 
 
+# --- issue 20: a bare TestClient with an async yield dependency; the race of a sync after_route task --
+
+
+def async_yield_dependency_app(probe: Probe, *, phase: Phase) -> FastAPI:
+    """An async endpoint with an `async def` yield dependency (a database session) schedules a task in `phase`."""
+    app = new_app(probe)
+
+    async def get_session() -> AsyncIterator[Session]:
+        session = Session()
+        try:
+            yield session
+        finally:
+            session.closed = True
+
+    async def audit(label: str) -> str:
+        await anyio.lowlevel.checkpoint()
+        return label
+
+    @app.get("/")
+    async def endpoint(session: Annotated[Session, Depends(get_session)], tasks: Tasks) -> dict[str, str]:
+        batch = {"immediate": tasks, "after_route": tasks.after_route, "after_response": tasks.after_response}[phase]
+        probe.keep(batch.task(name=phase).schedule(audit, phase))
+        return {"rows": session.query()}
+
+    return app
+
+
+def _get_root_with_testclient(client: SyncClient) -> None:
+    client.get("/")
+
+
+def _served_and_succeeded(outcome: Outcome) -> None:
+    assert outcome["requests"] == ["GET /: 200"]
+    assert set(statuses(outcome).values()) == {"succeeded"}
+
+
+def sync_after_route_session(probe: Probe, *, wait_for_teardown: bool = False) -> FastAPI:
+    """A `def` after_route task (in a worker thread) handed the session of a request-scoped yield dependency.
+
+    It notes whether the session was closed when its body began. In production that is a race between
+    the task's worker thread and the event loop, which sends the response and tears the request's
+    dependencies down (on uvicorn the task lost 45 of 50 times). `wait_for_teardown`: the body waits,
+    before it looks, until the dependency's teardown has run, so that production loses every time.
+    """
+    app = new_app(probe)
+    torn_down = threading.Event()
+
+    async def get_session() -> AsyncIterator[Session]:
+        session = Session()
+        try:
+            yield session
+        finally:
+            session.closed = True
+            torn_down.set()
+
+    def look_at_session(session: Session) -> str:
+        if wait_for_teardown:
+            torn_down.wait(HANG_GUARD)
+        probe.see("look_at_session", session_closed=session.closed)
+        return session.query()
+
+    @app.get("/")
+    async def endpoint(session: Annotated[Session, Depends(get_session)], tasks: Tasks) -> None:
+        probe.keep(tasks.after_route.schedule(look_at_session, session))
+
+    return app
+
+
+RACY_SESSION = (
+    "tasks.look_at_session.seen.session_closed",
+    "tasks.look_at_session.status",
+    "tasks.look_at_session.exception",
+    "tasks.look_at_session.result",
+    "logs.ERROR Background task 'sync_after_route_session.<locals>.look_at_session' failed: *",
+)
+"""What the race of `sync_after_route_session` decides in production: whether the task found the session open."""
+
+
+def _lost_the_race(outcome: Outcome) -> None:
+    # Run mode's rule where a thread races the loop: the task loses, with every client, every time.
+    task = task_outcome(outcome, "look_at_session")
+    assert task["seen.session_closed"] is True, task
+    assert (task["status"], task["exception"]) == ("failed", "RuntimeError"), task
+
+
+def async_after_route_behind_immediate_tasks(probe: Probe) -> FastAPI:
+    """An async after_route task uses the request-scoped session before its first await, behind immediate tasks."""
+    app = new_app(probe)
+
+    async def get_session() -> AsyncIterator[Session]:
+        session = Session()
+        try:
+            yield session
+        finally:
+            session.closed = True
+
+    async def busy(label: str) -> str:
+        for _ in range(3):
+            await anyio.lowlevel.checkpoint()
+        return label
+
+    async def use_session(session: Session) -> str:
+        probe.see("use_session", session_closed=session.closed)
+        rows = session.query()
+        await anyio.lowlevel.checkpoint()
+        return rows
+
+    @app.get("/")
+    async def endpoint(session: Annotated[Session, Depends(get_session)], tasks: Tasks) -> None:
+        probe.keep(tasks.task(name="busy-1").schedule(busy, "busy-1"))
+        probe.keep(tasks.task(name="busy-2").schedule(busy, "busy-2"))
+        probe.keep(tasks.after_route.schedule(use_session, session))
+
+    return app
+
+
 SCENARIOS = [
     Scenario(
         "yield-session-after-response",
@@ -243,5 +362,54 @@ SCENARIOS = [
         "A yield dependency catches and re-raises the endpoint's HTTPException(409).",
         dependency_sees_endpoint_error,
         expect=_endpoint_error_discards,
+    ),
+    *(
+        Scenario(
+            f"testclient-async-yield-dependency-{phase.replace('_', '-')}",
+            f"Issue 20 #1: an async def yield dependency, and a task scheduled {phase}, through TestClient (bare: "
+            "TestClient(app), not in a `with` block, as the docs' first test).",
+            functools.partial(async_yield_dependency_app, phase=phase),
+            sync_script=_get_root_with_testclient,
+            expect=_served_and_succeeded,
+        )
+        for phase in PHASES
+    ),
+    Scenario(
+        "sync-after-route-session-race",
+        "Issue 20 #4: a def after_route task looks at a request-scoped session when its body begins. Production's "
+        "answer is a race (not compared); run mode finds it closed every time.",
+        sync_after_route_session,
+        racy=RACY_SESSION,
+        expect_recorder=_lost_the_race,
+    ),
+    Scenario(
+        "sync-after-route-session-race-testclient",
+        "Issue 20 #4: sync-after-route-session-race through TestClient, in a `with` block and bare.",
+        sync_after_route_session,
+        sync_script=_get_root_with_testclient,
+        racy=RACY_SESSION,
+        expect_recorder=_lost_the_race,
+    ),
+    Scenario(
+        "sync-after-route-session-after-teardown",
+        "Issue 20 #4: a def after_route task waits until the request's session is torn down, then uses it: "
+        "production loses the race every time, and so does run mode.",
+        functools.partial(sync_after_route_session, wait_for_teardown=True),
+        expect=_lost_the_race,
+    ),
+    Scenario(
+        "async-after-route-session-behind-immediate-tasks",
+        "Issue 20 #4: an async after_route task, behind two immediate tasks, uses a request-scoped session before "
+        "its first await, through TestClient: the event loop decides, and it finds the session open (as on uvicorn).",
+        async_after_route_behind_immediate_tasks,
+        sync_script=_get_root_with_testclient,
+        expect=_session_seen(closed=False),
+    ),
+    Scenario(
+        "async-after-route-session-behind-immediate-tasks-httpx",
+        "Issue 20 #4: as async-after-route-session-behind-immediate-tasks, through httpx's ASGITransport, which takes "
+        "the response without a checkpoint: the request's teardown runs before the task's first step, in both.",
+        async_after_route_behind_immediate_tasks,
+        expect=_session_seen(closed=True),
     ),
 ]

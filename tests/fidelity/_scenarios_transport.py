@@ -16,8 +16,8 @@ from starlette.routing import Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
-from fastapi_tasks import Task, TaskConfig, Tasks, TasksScheduler
-from fastapi_tasks.errors import BatchClosedError, FastAPITasksShutdownError
+from fastapi_tasks import Task, TaskConfig, Tasks, TasksScheduler, add_tasks
+from fastapi_tasks.errors import BatchClosedError, FastAPITasksShutdownError, FastAPITasksUninitializedAppError
 
 from ._harness import Client, Outcome, Probe, Scenario, SyncClient, new_app, short_name, statuses, task_outcome
 
@@ -270,7 +270,7 @@ def _chat_then_server_closes(client: SyncClient) -> None:
             closed = f"closed by the server with {exc.code}"
         else:
             closed = "not closed"
-        client.wait_until_served("/ws")
+        client.wait_until_served("/ws", websocket)
     client.probe.requests.append(f"WEBSOCKET /ws: {reply!r}, {closed}")
 
 
@@ -280,7 +280,7 @@ def _chat_then_client_leaves(client: SyncClient) -> None:
             websocket.send_text("hello")
             reply = websocket.receive_text()
             websocket.close(code=1001)
-            client.wait_until_served("/ws")
+            client.wait_until_served("/ws", websocket)
     except Exception as exc:
         # The app let the session's WebSocketDisconnect out, as FastAPI does; TestClient re-raises it.
         client.probe.requests.append(f"WEBSOCKET /ws: {reply!r}, client left, then raised {type(exc).__name__}")
@@ -538,6 +538,96 @@ def _uninitialized(outcome: Outcome) -> None:
     assert outcome["tasks"] == {}
 
 
+def _ran_without_the_lifespan(outcome: Outcome) -> None:
+    # What the accepted difference allows, and no more: the request is served and every task succeeds,
+    # as production does it with its lifespan.
+    assert outcome["requests"] == ["GET /: 200"]
+    assert outcome["sent"] == ["GET /: 200"]
+    assert statuses(outcome) == {"immediate": "succeeded", "after_route": "succeeded", "after_response": "succeeded"}
+
+
+# --- issue 20: a WebSocket the client closes, a mounted app whose parent has no add_tasks --------
+
+
+def websocket_cleanup_on_disconnect(probe: Probe) -> FastAPI:
+    """Tasks after the session, and a cleanup task scheduled where the client's leaving is noticed."""
+    app = new_app(probe)
+
+    def sync_work(label: str) -> str:
+        return label
+
+    @app.websocket("/ws")
+    async def chat(websocket: WebSocket, tasks: Tasks) -> None:
+        await websocket.accept()
+        probe.keep(tasks.after_response.task(name="after_response").schedule(_work, "after_response"))
+        probe.keep(tasks.after_response.task(name="sync-after-response").schedule(sync_work, "sync"))
+        try:
+            while True:
+                await websocket.send_text(await websocket.receive_text())
+        except WebSocketDisconnect:
+            probe.keep(tasks.after_route.task(name="cleanup").schedule(_work, "cleanup"))
+
+    return app
+
+
+def _cleanup_ran(outcome: Outcome) -> None:
+    assert outcome["requests"] == ["WEBSOCKET /ws: 'hello', client left"]
+    assert statuses(outcome) == {
+        "after_response": "succeeded",
+        "sync-after-response": "succeeded",
+        "cleanup": "succeeded",
+    }
+
+
+class _NotesRefusal:
+    """Pure ASGI middleware that notes, in `probe.sent`, whether a refusal of `Tasks` names mounted apps."""
+
+    def __init__(self, app: ASGIApp, probe: Probe) -> None:
+        self.app = app
+        self.probe = probe
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except FastAPITasksUninitializedAppError as exc:
+            names = "names" if "mount" in str(exc).lower() else "does not name"
+            self.probe.sent.append(f"{scope['method']} {scope['path']}: refused; the error {names} mounted apps")
+            raise
+
+
+def mounted_app_without_parent_tasks(probe: Probe) -> FastAPI:
+    """`add_tasks(sub)` on a mounted app; the parent has none, so no server ever runs the sub-app's lifespan."""
+    app = new_app(probe, tasks=False)
+    app.add_middleware(_NotesRefusal, probe=probe)
+    sub = FastAPI()
+    add_tasks(sub, config=TaskConfig(on_error=_on_error_noting(probe, "sub_handler"), shield=True))
+
+    @sub.get("/")
+    async def sub_endpoint(tasks: Tasks) -> None:
+        _schedule_three(probe, tasks)
+
+    app.mount("/sub", sub)
+    return app
+
+
+def _refused_naming_mounted_apps(outcome: Outcome) -> None:
+    [request] = outcome["requests"]
+    assert request == "GET /sub/: raised FastAPITasksUninitializedAppError"
+    assert "GET /sub/: refused; the error names mounted apps" in outcome["sent"], outcome["sent"]
+    assert outcome["tasks"] == {}
+
+
+def _ran_with_the_mounted_apps_config(outcome: Outcome) -> None:
+    assert outcome["requests"] == ["GET /sub/: 200"]
+    assert statuses(outcome) == {"immediate": "succeeded", "after_route": "succeeded", "after_response": "succeeded"}
+    for name, fields in outcome["tasks"].items():
+        assert (fields["config.on_error"], fields["config.shield"]) == ("sub_handler", True), (name, fields)
+
+
+def _get_sub_with_testclient(client: SyncClient) -> None:
+    client.get("/sub/")
+
+
 SCENARIOS = [
     Scenario(
         "batches-first-used-late",
@@ -651,6 +741,7 @@ SCENARIOS = [
         "router-with-lifespan",
         "A router included with its own lifespan (a pool) that an after_response task uses.",
         router_with_lifespan,
+        bare_opt_out="the endpoint reads the pool its router's lifespan opens: without it the app fails, tasks or not",
         expect=_pool_was_open,
     ),
     Scenario(
@@ -658,6 +749,7 @@ SCENARIOS = [
         "A task uses the pool of a router's lifespan (included after add_tasks) once the shutdown has begun.",
         router_pool_at_shutdown,
         script=_shut_down_while_a_task_runs,
+        bare_opt_out="the script shuts the app down: a bare client runs no lifespan to shut down",
         expect=_pool_open_during_shutdown,
     ),
     Scenario(
@@ -665,6 +757,7 @@ SCENARIOS = [
         "A task builds TasksScheduler() and adds to its after_response batch, which nobody starts; then shutdown.",
         batch_never_started,
         script=_request_then_shut_down,
+        bare_opt_out="the script shuts the app down: a bare client runs no lifespan to shut down",
         expect=_never_started_cancelled_with_a_warning,
     ),
     Scenario(
@@ -672,6 +765,7 @@ SCENARIOS = [
         "The app shuts down while an endpoint that scheduled after_route and after_response tasks waits.",
         lambda probe: endpoint_returns_after_shutdown(probe, schedules_late=False),
         script=_shut_down_mid_request,
+        bare_opt_out="the script shuts the app down: a bare client runs no lifespan to shut down",
         expect=_deferred_cancelled_with_a_warning,
     ),
     Scenario(
@@ -679,20 +773,51 @@ SCENARIOS = [
         "After the app shut down, an endpoint schedules an immediate task: FastAPITasksShutdownError.",
         lambda probe: endpoint_returns_after_shutdown(probe, schedules_late=True),
         script=_shut_down_mid_request,
+        bare_opt_out="the script shuts the app down: a bare client runs no lifespan to shut down",
         expect=_refused_after_shutdown,
     ),
     Scenario(
         "lifespan-not-running",
-        "The app's lifespan is not run (a bare client): the Tasks dependency cannot work.",
+        "Issue 20 #4: the app's lifespan does not run: production refuses, a bare test client runs the tasks.",
         schedule_three_app,
         lifespan=False,
         accepted=("lifespan-not-running",),
         expect=_uninitialized,
+        expect_recorder=_ran_without_the_lifespan,
     ),
     Scenario(
         "no-add-tasks",
         "Issue 11 #2: an app that uses Tasks but never called add_tasks(app).",
         lambda probe: schedule_three_app(probe, tasks=False),
         expect=_uninitialized,
+    ),
+    Scenario(
+        "websocket-client-closes-cleanup-task",
+        "Issue 20 #5: the client closes a WebSocket; the endpoint schedules an after_route cleanup task in "
+        "`except WebSocketDisconnect`, after two after_response tasks: all of them run (bare: TestClient(app)).",
+        websocket_cleanup_on_disconnect,
+        sync_script=_chat_then_client_leaves,
+        expect=_cleanup_ran,
+    ),
+    Scenario(
+        "mounted-app-without-parent-tasks",
+        "Issue 20 #7: add_tasks(sub) on a mounted app under a parent without it, recorder on the parent. Production "
+        "refuses (no server runs a mounted app's lifespan), naming mounted apps; so does the recorder with the "
+        "lifespan. A bare AsyncClient runs the tasks, with the sub-app's config and on_error.",
+        mounted_app_without_parent_tasks,
+        script=_get_sub,
+        accepted_bare=("lifespan-not-running",),
+        expect=_refused_naming_mounted_apps,
+        expect_bare=_ran_with_the_mounted_apps_config,
+    ),
+    Scenario(
+        "mounted-app-without-parent-tasks-testclient",
+        "Issue 20 #7: as mounted-app-without-parent-tasks, through TestClient: with the lifespan (in a `with` block) "
+        "and bare.",
+        mounted_app_without_parent_tasks,
+        sync_script=_get_sub_with_testclient,
+        accepted_bare=("lifespan-not-running",),
+        expect=_refused_naming_mounted_apps,
+        expect_bare=_ran_with_the_mounted_apps_config,
     ),
 ]

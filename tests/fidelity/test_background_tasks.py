@@ -1,5 +1,10 @@
 """FastAPI's own `BackgroundTasks`, differentially: each scenario runs in production and under the recorder.
 
+Three drivers, as in `_harness`: "production" (the app's lifespan running, through
+`asgi_lifespan.LifespanManager`), which is the reference; "recorder", the same with
+`RecordingScheduler(mode="run")` installed; and "recorder-bare", the recorder without the lifespan
+(httpx's `ASGITransport` alone). Both recorder drivers are compared with production.
+
 Production has no handle on a `BackgroundTasks` task, so each task of a scenario reports what it
 did (it started; it returned a value or raised; how many responses had been sent by then; what it
 saw), and the two runs compare those reports, in the order the tasks started, with the responses
@@ -18,6 +23,7 @@ it); run mode records and logs it instead. Every scenario runs on asyncio and on
 
 import pprint
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -38,9 +44,10 @@ from fastapi_tasks import Task, Tasks, add_tasks
 from fastapi_tasks_testing import RecordingScheduler, TaskRecord
 
 from ._differences import ACCEPTED_DIFFERENCES
+from ._harness import HANG_GUARD
 
 Backend = Literal["asyncio", "trio"]
-Engine = Literal["production", "recorder"]
+Driver = Literal["production", "recorder", "recorder-bare"]
 Outcome = dict[str, Any]
 
 ACCEPTED = {kind: ACCEPTED_DIFFERENCES[kind].fields for kind in ("failure-reaches-the-server",)}
@@ -133,31 +140,33 @@ class Scenario:
     websocket: bool = False
 
 
-async def run(scenario: Scenario, engine: Engine) -> tuple[Outcome, RecordingScheduler | None]:
-    """Run `scenario` on a fresh app in `engine`; return what happened (and the recorder, if any)."""
+async def run(scenario: Scenario, driver: Driver) -> tuple[Outcome, RecordingScheduler | None]:
+    """Run `scenario` on a fresh app under `driver`; return what happened (and the recorder, if any)."""
     probe = Probe()
     app = scenario.build(probe)
     recorder = None
-    if engine == "recorder":
+    if driver != "production":
         recorder = RecordingScheduler(mode="run")
         recorder.install(app)
     responses: list[str] = []
     try:
-        async with LifespanManager(app) as manager:
-            server = _Server(manager.app, probe)
-            if scenario.websocket:
-                await _websocket_session(server, responses)
-            else:
-                transport = httpx.ASGITransport(app=server, raise_app_exceptions=False)
-                async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-                    for request in scenario.requests:
-                        method, path = request.split(" ", 1)
-                        response = await client.request(method, path)
-                        responses.append(f"{request}: {response.status_code}")
-            # Tasks of fastapi-tasks (a scenario mixing both) run on in the app's task group.
-            with anyio.fail_after(3):  # a hang guard: every scenario ends in milliseconds
-                for handle in probe.handles:
-                    await handle.wait()
+        with anyio.fail_after(HANG_GUARD):  # every scenario ends in milliseconds
+            async with _lifespan(app, run=driver != "recorder-bare") as served:
+                server = _Server(served, probe)
+                if scenario.websocket:
+                    await _websocket_session(server, responses)
+                else:
+                    transport = httpx.ASGITransport(app=server, raise_app_exceptions=False)
+                    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                        for request in scenario.requests:
+                            method, path = request.split(" ", 1)
+                            response = await client.request(method, path)
+                            responses.append(f"{request}: {response.status_code}")
+                # Tasks of fastapi-tasks (a scenario mixing both) run on in the app's task group; run mode
+                # has ended them when the client's call returned.
+                if driver == "production":
+                    for handle in probe.handles:
+                        await handle.wait()
     finally:
         if recorder is not None:
             recorder.uninstall()
@@ -170,6 +179,16 @@ async def run(scenario: Scenario, engine: Engine) -> tuple[Outcome, RecordingSch
         "seen": dict(probe.seen),
     }
     return outcome, recorder
+
+
+@asynccontextmanager
+async def _lifespan(app: ASGIApp, *, run: bool) -> AsyncIterator[ASGIApp]:
+    """The app as its client calls it: with its lifespan running (`run`), or bare."""
+    if not run:
+        yield app
+        return
+    async with LifespanManager(app) as manager:
+        yield manager.app
 
 
 async def _websocket_session(app: ASGIApp, responses: list[str]) -> None:
@@ -557,20 +576,23 @@ def _record_status(outcome: Outcome, name: str) -> str:
     return "failed" if task["outcome"] == "raised ValueError" else "succeeded"
 
 
+RECORDER_DRIVERS: tuple[Driver, ...] = ("recorder", "recorder-bare")
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize(
-    ("scenario", "anyio_backend"),
-    [pytest.param(s, b, id=f"{s.id}[{b}]") for s in SCENARIOS for b in BACKENDS],
+    ("scenario", "anyio_backend", "driver"),
+    [pytest.param(s, b, d, id=f"{s.id}[{b}-{d}]") for s in SCENARIOS for b in BACKENDS for d in RECORDER_DRIVERS],
 )
-async def test_engines_agree(scenario: Scenario, anyio_backend: Backend) -> None:
+async def test_drivers_agree(scenario: Scenario, anyio_backend: Backend, driver: Driver) -> None:
     production, _ = await run(scenario, "production")
-    recorded, recorder = await run(scenario, "recorder")
+    recorded, recorder = await run(scenario, driver)
     assert recorder is not None
 
     rows = _differences(scenario, production, recorded)
     assert not rows, (
-        f"Scenario {scenario.id!r} ({anyio_backend}): the engines disagree.\n" + "\n".join(rows) + "\n"
-        f"Production:\n{pprint.pformat(production)}\nRecorder:\n{pprint.pformat(recorded)}"
+        f"Scenario {scenario.id!r} ({anyio_backend}, {driver}): the drivers disagree.\n" + "\n".join(rows) + "\n"
+        f"Production:\n{pprint.pformat(production)}\n{driver}:\n{pprint.pformat(recorded)}"
     )
     if scenario.expect is not None:
         scenario.expect(production)

@@ -1,9 +1,11 @@
 """The differential suite: each scenario runs in production and under `RecordingScheduler(mode="run")`.
 
-For every task the two runs compare its phase, status, exception, result, effective config and
-what it observed, and for every request its response; any difference fails, except the accepted
-ones of `_differences.ACCEPTED_DIFFERENCES` that a scenario names. Every scenario runs on asyncio
-and on trio.
+Every scenario runs under three drivers (see `_harness`): production with the lifespan, which is
+the reference, and the recorder with the lifespan and with a bare client, each compared with it.
+For every task the runs compare its phase, status, exception, result, effective config and what it
+observed, and for every request its response; any difference fails, except the accepted ones of
+`_differences.ACCEPTED_DIFFERENCES` that a scenario names. Every scenario runs on asyncio and on
+trio.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pytest
 from _pytest.mark.structures import ParameterSet
 
 from . import (
+    _scenarios_concurrency,
     _scenarios_dependencies,
     _scenarios_requests,
     _scenarios_tasks,
@@ -26,25 +29,38 @@ from . import (
     test_background_tasks,
 )
 from ._differences import ACCEPTED_DIFFERENCES
-from ._harness import Backend, Outcome, Scenario, compare, run_scenario
+from ._harness import RECORDER_DRIVERS, Backend, Driver, Outcome, Scenario, compare, run_scenario
 
 SCENARIOS: list[Scenario] = [
     *_scenarios_requests.SCENARIOS,
     *_scenarios_dependencies.SCENARIOS,
     *_scenarios_transport.SCENARIOS,
     *_scenarios_tasks.SCENARIOS,
+    *_scenarios_concurrency.SCENARIOS,
 ]
 BACKENDS: tuple[Backend, ...] = ("asyncio", "trio")
 
 KNOWN_GAPS: dict[str, str] = {}
-"""Scenarios where the engines disagree today (`id`, or `id[backend]` for one backend only) -> what differs.
+"""Scenarios where a recorder driver disagrees with production today -> what differs.
+
+Keys: `id`, or narrowed to one backend and/or one driver: `id[trio]`, `id[recorder-bare]`,
+`id[trio-recorder-bare]`.
 
 Each is an expected failure, strictly: when the recorder's engine is fixed the test passes, pytest
 reports that as a failure, and the entry is deleted. Not to be confused with the accepted
 differences, which are permanent and documented.
 """
 
-PRODUCTION_GAPS: dict[str, str] = {}
+PRODUCTION_GAPS: dict[str, str] = {
+    "mounted-app-without-parent-tasks": (
+        "the FastAPITasksUninitializedAppError of a mounted app whose parent has no add_tasks tells the user to run "
+        "the lifespan with TestClient, which does not help: it does not mention mounted apps (issue 20 #7)"
+    ),
+    "mounted-app-without-parent-tasks-testclient": (
+        "the FastAPITasksUninitializedAppError of a mounted app whose parent has no add_tasks does not mention "
+        "mounted apps (issue 20 #7)"
+    ),
+}
 """Scenarios where production does not do what DESIGN.md requires today (`id` or `id[backend]`) -> what it does."""
 
 RECORDER_ONLY = {"dependency-overrides-replaced"}
@@ -67,34 +83,55 @@ async def production_outcome(scenario: Scenario, backend: Backend) -> Outcome:
     return copy.deepcopy(_production_outcomes[key])
 
 
-def _params(scenarios: list[Scenario], gaps: dict[str, str], kind: str) -> list[ParameterSet]:
-    params = []
-    for scenario in scenarios:
-        for backend in scenario.backends:
-            reason = gaps.get(scenario.id) or gaps.get(f"{scenario.id}[{backend}]")
-            marks = [] if reason is None else [pytest.mark.xfail(strict=True, reason=f"{kind}: {reason}")]
-            if sys.version_info < scenario.python:
-                marks.append(pytest.mark.skip(reason=f"needs Python {'.'.join(map(str, scenario.python))} or later"))
-            params.append(pytest.param(scenario, backend, marks=marks, id=f"{scenario.id}[{backend}]"))
-    return params
+def _marks(scenario: Scenario, gaps: dict[str, str], kind: str, *keys: str) -> list[pytest.MarkDecorator]:
+    reason = next((gaps[key] for key in (scenario.id, *keys) if key in gaps), None)
+    marks = [] if reason is None else [pytest.mark.xfail(strict=True, reason=f"{kind}: {reason}")]
+    if sys.version_info < scenario.python:
+        marks.append(pytest.mark.skip(reason=f"needs Python {'.'.join(map(str, scenario.python))} or later"))
+    return marks
+
+
+def _production_params(scenarios: list[Scenario], gaps: dict[str, str], kind: str) -> list[ParameterSet]:
+    return [
+        pytest.param(s, b, marks=_marks(s, gaps, kind, f"{s.id}[{b}]"), id=f"{s.id}[{b}]")
+        for s in scenarios
+        for b in s.backends
+    ]
+
+
+def _driver_params(scenarios: list[Scenario], gaps: dict[str, str], kind: str) -> list[ParameterSet]:
+    return [
+        pytest.param(
+            s,
+            b,
+            d,
+            marks=_marks(s, gaps, kind, f"{s.id}[{b}]", f"{s.id}[{d}]", f"{s.id}[{b}-{d}]"),
+            id=f"{s.id}[{b}-{d}]",
+        )
+        for s in scenarios
+        for b in s.backends
+        for d in s.drivers()
+    ]
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize(("scenario", "anyio_backend"), _params(SCENARIOS, KNOWN_GAPS, "known gap"))
-async def test_engines_agree(scenario: Scenario, anyio_backend: Backend) -> None:
+@pytest.mark.parametrize(("scenario", "anyio_backend", "driver"), _driver_params(SCENARIOS, KNOWN_GAPS, "known gap"))
+async def test_drivers_agree(scenario: Scenario, anyio_backend: Backend, driver: Driver) -> None:
     production = await production_outcome(scenario, anyio_backend)
-    recorder = await run_scenario(scenario, "recorder", anyio_backend)
-    difference = compare(scenario, anyio_backend, production, recorder)
+    recorder = await run_scenario(scenario, driver, anyio_backend)
+    difference = compare(scenario, anyio_backend, production, recorder, driver)
     if difference is not None:
         pytest.fail(difference, pytrace=False)
     if scenario.expect_recorder is not None:
         scenario.expect_recorder(recorder)
+    if driver == "recorder-bare" and scenario.expect_bare is not None:
+        scenario.expect_bare(recorder)
 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize(
     ("scenario", "anyio_backend"),
-    _params([s for s in SCENARIOS if s.expect is not None], PRODUCTION_GAPS, "production gap"),
+    _production_params([s for s in SCENARIOS if s.expect is not None], PRODUCTION_GAPS, "production gap"),
 )
 async def test_production_does_what_the_design_requires(scenario: Scenario, anyio_backend: Backend) -> None:
     assert scenario.expect is not None
@@ -115,12 +152,16 @@ def test_the_table_is_large_and_well_formed() -> None:
     assert len(set(ids)) == len(ids), "scenario ids must be unique"
     assert all(re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", i) for i in ids), ids
     assert all(scenario.backends and set(scenario.backends) <= set(BACKENDS) for scenario in SCENARIOS)
-    used = {kind for scenario in SCENARIOS for kind in scenario.accepted}
+    used = {kind for scenario in SCENARIOS for kind in (*scenario.accepted, *scenario.accepted_bare)}
     used |= {kind for scenario in test_background_tasks.SCENARIOS for kind in scenario.accepted}
     assert used == set(ACCEPTED_DIFFERENCES), "every accepted difference is shown by a scenario"
+    drivers = "|".join(RECORDER_DRIVERS)
     for gaps in (KNOWN_GAPS, PRODUCTION_GAPS):
         for key in gaps:
-            assert re.sub(r"\[(asyncio|trio)\]$", "", key) in {*ids, *RECORDER_ONLY}, f"{key!r} names no scenario"
+            scenario_id = re.sub(rf"\[((asyncio|trio)(-({drivers}))?|{drivers})\]$", "", key)
+            assert scenario_id in {*ids, *RECORDER_ONLY}, f"{key!r} names no scenario"
+    opted_out = [scenario.id for scenario in SCENARIOS if scenario.bare_opt_out is not None]
+    assert len(opted_out) <= 8, f"the bare driver is first-class: few scenarios may opt out of it, not {opted_out}"
 
 
 def _docs_rows() -> dict[str, tuple[str, str]]:

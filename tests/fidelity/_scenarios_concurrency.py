@@ -1,0 +1,364 @@
+"""Scenarios about each task being a task of its own: its context, its identity, tasks that wait for each
+other or are cancelled while they run, and tasks that outlive their request (issue 20, #2 and #3)."""
+
+# No `from __future__ import annotations`: FastAPI reads the endpoints' annotations at runtime, and
+# some of them name classes and dependencies local to a scenario's factory.
+
+import asyncio
+import contextvars
+from collections.abc import Callable
+
+import anyio
+import anyio.lowlevel
+import trio
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from fastapi_tasks import Tasks
+from fastapi_tasks_testing import RecordingScheduler
+
+from ._harness import HANG_GUARD, Client, Outcome, Probe, Scenario, new_app, statuses, task_outcome
+
+__all__ = ["SCENARIOS"]
+
+
+def _all_succeeded(outcome: Outcome) -> None:
+    assert set(statuses(outcome).values()) == {"succeeded"}, statuses(outcome)
+
+
+# --- context -------------------------------------------------------------------------------------
+
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+"""Set per request by a middleware, as request-id, tenant, structlog and OpenTelemetry contexts are."""
+set_by_a_task: contextvars.ContextVar[str | None] = contextvars.ContextVar("set_by_a_task", default=None)
+stage: contextvars.ContextVar[str | None] = contextvars.ContextVar("stage", default=None)
+
+
+class RequestIdMiddleware:
+    """Pure ASGI middleware that sets `request_id` for the request (`req-<path>`)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        token = request_id.set(f"req{scope['path'].replace('/', '-')}")
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            request_id.reset(token)
+
+
+def context_app(probe: Probe) -> FastAPI:
+    app = new_app(probe)
+    app.add_middleware(RequestIdMiddleware)
+
+    def look(name: str) -> None:
+        probe.see(name, request_id=request_id.get(), set_by_a_task=set_by_a_task.get(), stage=stage.get())
+
+    async def sets_a_variable(name: str) -> None:
+        look(name)
+        set_by_a_task.set(name)
+        await anyio.lowlevel.checkpoint()
+
+    async def later(name: str) -> None:
+        look(name)
+        await anyio.lowlevel.checkpoint()
+
+    @app.get("/{n}")
+    async def endpoint(n: int, tasks: Tasks) -> None:
+        first = probe.keep(tasks.task(name=f"first-{n}").schedule(sets_a_variable, f"first-{n}"))
+        probe.keep(tasks.after_route.task(name=f"after-route-{n}").schedule(later, f"after-route-{n}"))
+        probe.keep(tasks.after_response.task(name=f"after-response-{n}").schedule(later, f"after-response-{n}"))
+        await first.wait()
+        # After the deferred tasks were scheduled: production copies their context when it starts them.
+        stage.set(f"set by endpoint {n} after scheduling")
+        probe.keep(tasks.task(name=f"second-{n}").schedule(later, f"second-{n}"))
+
+    return app
+
+
+async def _two_requests(client: Client) -> None:
+    await client.get("/1")
+    await client.get("/2")
+
+
+def _context_as_production_gives_it(outcome: Outcome) -> None:
+    _all_succeeded(outcome)
+    for n in (1, 2):
+        for name in (f"first-{n}", f"second-{n}", f"after-route-{n}", f"after-response-{n}"):
+            fields = task_outcome(outcome, name)
+            assert fields["seen.request_id"] == f"req-{n}", (name, fields)
+            assert fields["seen.set_by_a_task"] is None, (name, fields)
+        assert task_outcome(outcome, f"second-{n}")["seen.stage"] == f"set by endpoint {n} after scheduling"
+
+
+# --- identity ------------------------------------------------------------------------------------
+
+
+def _current_task() -> object:
+    """The task running now, as the event loop knows it (what `async_scoped_session(scopefunc=...)` keys on)."""
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # not asyncio's loop
+        return trio.lowlevel.current_task()
+
+
+def task_identity_app(probe: Probe) -> FastAPI:
+    """A session registry keyed on the current task, as SQLAlchemy's `async_scoped_session` keys it."""
+    app = new_app(probe)
+    registry: dict[int, tuple[object, str]] = {}  # id(task) -> (the task, kept alive so no id is reused; owner)
+
+    def session_for(owner: str) -> str:
+        task = _current_task()
+        return registry.setdefault(id(task), (task, owner))[1]
+
+    async def use_session(name: str) -> None:
+        probe.see(name, got_the_session_of=session_for(name))
+        await anyio.lowlevel.checkpoint()
+
+    @app.get("/")
+    async def endpoint(tasks: Tasks) -> None:
+        probe.note("endpoint got the session of", session_for("endpoint"))
+        first = probe.keep(tasks.task(name="immediate-1").schedule(use_session, "immediate-1"))
+        second = probe.keep(tasks.task(name="immediate-2").schedule(use_session, "immediate-2"))
+        probe.keep(tasks.after_route.task(name="after-route").schedule(use_session, "after-route"))
+        probe.keep(tasks.after_response.task(name="after-response").schedule(use_session, "after-response"))
+        await first.wait()
+        await second.wait()
+
+    return app
+
+
+def _each_its_own_task(outcome: Outcome) -> None:
+    _all_succeeded(outcome)
+    assert outcome["notes"] == {"endpoint got the session of": "endpoint"}
+    for name, fields in outcome["tasks"].items():
+        assert fields["seen.got_the_session_of"] == name, (name, fields)
+
+
+# --- tasks that wait for each other --------------------------------------------------------------
+
+
+def handshake_app(probe: Probe) -> FastAPI:
+    """Two immediate tasks that each wait for the other to have begun."""
+    app = new_app(probe)
+
+    async def ping() -> str:
+        probe.signal("ping").set()
+        await probe.signal("pong").wait()
+        return "ping"
+
+    async def pong() -> str:
+        await probe.signal("ping").wait()
+        probe.signal("pong").set()
+        return "pong"
+
+    @app.get("/")
+    async def endpoint(tasks: Tasks) -> None:
+        probe.keep(tasks.schedule(pong))  # first, and it waits for the second
+        probe.keep(tasks.schedule(ping))
+
+    return app
+
+
+def after_route_waits_for_after_response_app(probe: Probe) -> FastAPI:
+    app = new_app(probe)
+
+    async def waits_for_after_response() -> str:
+        await probe.signal("after_response began").wait()
+        return "the after_response task began"
+
+    async def signals() -> str:
+        probe.signal("after_response began").set()
+        return "signalled"
+
+    @app.get("/")
+    async def endpoint(tasks: Tasks) -> None:
+        probe.keep(tasks.after_route.schedule(waits_for_after_response))
+        probe.keep(tasks.after_response.schedule(signals))
+
+    return app
+
+
+# --- cancelling a running task -------------------------------------------------------------------
+
+
+def cancel_second_app(probe: Probe) -> FastAPI:
+    """The endpoint cancels the second of two immediate tasks once the first has signalled."""
+    app = new_app(probe)
+
+    async def first() -> str:
+        probe.signal("first ran").set()
+        return "first"
+
+    async def second() -> str:
+        probe.see("second", began=True)
+        await probe.signal("never set").wait()
+        return "not reached"  # pragma: no cover - cancelled while it waits
+
+    @app.get("/")
+    async def endpoint(tasks: Tasks) -> dict[str, object]:
+        probe.keep(tasks.schedule(first))
+        task = probe.keep(tasks.schedule(second))
+        await probe.signal("first ran").wait()
+        started_when_cancelled = task.started.is_set()
+        task.cancel()
+        await task.wait()
+        return {"started when cancelled": started_when_cancelled, "status": task.status.value}
+
+    return app
+
+
+async def _get_root_text(client: Client) -> None:
+    await client.get_text("/")
+
+
+def _second_cancelled_while_running(outcome: Outcome) -> None:
+    assert outcome["requests"] == [
+        "GET /: 200",
+        'GET /: body \'{"started when cancelled":true,"status":"cancelled"}\'',
+    ]
+    assert statuses(outcome) == {"first": "succeeded", "second": "cancelled"}
+    assert task_outcome(outcome, "second")["seen.began"] is True
+
+
+# --- tasks that outlive their request ------------------------------------------------------------
+
+MIDDLEWARE_TIMEOUT = HANG_GUARD / 2
+"""The timeout middleware's limit: what a request waiting for its tasks inside the app would run into."""
+
+
+class TimeoutMiddleware:
+    """Pure ASGI middleware that times each request out (`anyio.fail_after`), and says when it returned."""
+
+    def __init__(self, app: ASGIApp, probe: Probe) -> None:
+        self.app = app
+        self.probe = probe
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            with anyio.fail_after(MIDDLEWARE_TIMEOUT):
+                await self.app(scope, receive, send)
+        finally:
+            self.probe.signal("the middleware returned").set()
+
+
+def timeout_middleware_app(probe: Probe) -> FastAPI:
+    app = new_app(probe)
+    app.add_middleware(TimeoutMiddleware, probe=probe)
+
+    async def outlives_the_middleware() -> str:
+        # Deterministically longer than the request: it ends only once the middleware has returned.
+        await probe.signal("the middleware returned").wait()
+        return "finished after its request"
+
+    @app.get("/")
+    async def endpoint(tasks: Tasks) -> dict[str, str]:
+        probe.keep(tasks.after_response.schedule(outlives_the_middleware))
+        return {"ok": "yes"}
+
+    return app
+
+
+async def poll_until_stopped(probe: Probe) -> str:
+    """A poller that runs until its app stops it (never, as far as its request knows)."""
+    probe.see("poll_until_stopped", began=True)
+    await probe.signal("stop polling").wait()
+    probe.see("poll_until_stopped", responses_sent_when_stopped=probe.responses_sent)
+    return "stopped"
+
+
+def poller_app(probe: Probe) -> FastAPI:
+    app = new_app(probe)
+
+    @app.get("/")
+    async def endpoint(tasks: Tasks) -> dict[str, str]:
+        probe.keep(tasks.schedule(poll_until_stopped, probe))
+        return {"polling": "yes"}
+
+    return app
+
+
+def _detach_the_poller(recorder: RecordingScheduler) -> None:
+    # As a test says it: the request need not wait for this task, which outlives it on purpose.
+    recorder.detach(poll_until_stopped)  # type: ignore[attr-defined,unused-ignore]  # new in issue 20
+
+
+async def _get_then_stop_the_poller(client: Client) -> None:
+    await client.get("/")
+    client.probe.signal("stop polling").set()
+
+
+def _answered_while_polling(outcome: Outcome) -> None:
+    assert outcome["requests"] == ["GET /: 200"]
+    assert task_outcome(outcome, "poll_until_stopped")["status"] == "succeeded"
+    assert task_outcome(outcome, "poll_until_stopped")["seen.responses_sent_when_stopped"] == 1
+
+
+def _statuses(expected: dict[str, str]) -> Callable[[Outcome], None]:
+    def expect(outcome: Outcome) -> None:
+        assert outcome["requests"] == ["GET /: 200"]
+        assert statuses(outcome) == expected
+
+    return expect
+
+
+SCENARIOS = [
+    Scenario(
+        "context-as-production-gives-it",
+        "Issue 20 #2a: tasks of two requests read a ContextVar a middleware sets, one an earlier task sets (which "
+        "must not leak), and one the endpoint sets after scheduling.",
+        context_app,
+        script=_two_requests,
+        expect=_context_as_production_gives_it,
+    ),
+    Scenario(
+        "each-task-its-own-task",
+        "Issue 20 #2b: a session registry keyed on the current task (async_scoped_session): each task, in each "
+        "phase, is a task of its own, and none is the endpoint's.",
+        task_identity_app,
+        expect=_each_its_own_task,
+    ),
+    Scenario(
+        "immediate-tasks-wait-for-each-other",
+        "Issue 20 #2c: two immediate tasks that each wait for the other to have begun both complete.",
+        handshake_app,
+        expect=_statuses({"pong": "succeeded", "ping": "succeeded"}),
+    ),
+    Scenario(
+        "after-route-waits-for-after-response",
+        "Issue 20 #2c: an after_route task waits until the request's after_response task has begun.",
+        after_route_waits_for_after_response_app,
+        expect=_statuses({"waits_for_after_response": "succeeded", "signals": "succeeded"}),
+    ),
+    Scenario(
+        "cancel-second-immediate-task",
+        "Issue 20 #2d: task.cancel() on the second of two immediate tasks once the first has signalled: it had "
+        "begun, and ends cancelled.",
+        cancel_second_app,
+        script=_get_root_text,
+        expect=_second_cancelled_while_running,
+    ),
+    Scenario(
+        "timeout-middleware-after-response-outlives-it",
+        "Issue 20 #3: a pure ASGI timeout middleware (anyio.fail_after) around the app; an after_response task "
+        "that ends only once the middleware has returned still succeeds.",
+        timeout_middleware_app,
+        expect=_statuses({"outlives_the_middleware": "succeeded"}),
+    ),
+    Scenario(
+        "poller-detached",
+        "Issue 20 #3: an endpoint starts a poller that runs until the script stops it, after the response; the "
+        "recorder is told to detach() it, so that the client's call returns.",
+        poller_app,
+        script=_get_then_stop_the_poller,
+        recorder_setup=_detach_the_poller,
+        expect=_answered_while_polling,
+    ),
+]
