@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
 
 from starlette.types import Scope
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
 
 __all__ = ["CONFIG_KEY", "NEW_RUNTIME_KEY", "RUNTIME_KEY", "TG_KEY", "Serving", "serving"]
 
@@ -23,12 +28,16 @@ class Serving:
 
     A task copies the context it was started from, and may outlive its request: the middleware lets
     go of the request's scope here once the request has ended, so that the task does not keep it.
+    `new_runtime`, set by the `add_tasks` middleware of the app serving the request, is how that app
+    builds its runtime (what the testing toolkit uses for a call served without the lifespan).
     """
 
-    __slots__ = ("scope",)
+    __slots__ = ("new_runtime", "scope")
 
-    def __init__(self, scope: Scope) -> None:
+    def __init__(self, scope: Scope, new_runtime: Callable[[TaskGroup], Any] | None = None) -> None:
+        # The runtime is `Any` here: this module sits below the runtime's, which imports it.
         self.scope: Scope | None = scope
+        self.new_runtime = new_runtime
 
 
 serving: ContextVar[Serving | None] = ContextVar("fastapi_tasks_serving", default=None)

@@ -42,7 +42,7 @@ class _TasksMiddleware:
         if scope["type"] == "lifespan":
             await self._lifespan(scope, receive, send)
             return
-        holder = Serving(scope)
+        holder = Serving(scope, self.new_runtime)
         token = serving.set(holder)
         try:
             await self.app(scope, receive, send)
@@ -201,7 +201,8 @@ def resolve_runtime(scope: Scope) -> Runtime:
     raise FastAPITasksUninitializedAppError(
         "The Tasks dependency is used, but the app's lifespan is not running, so there is no task group. "
         "Run the lifespan: use `with TestClient(app) as client:` (not a bare TestClient(app)), "
-        "or asgi_lifespan.LifespanManager(app) with httpx.AsyncClient."
+        "or asgi_lifespan.LifespanManager(app) with httpx.AsyncClient. Under a server, the lifespan of an app "
+        "mounted in another (app.mount(...)) never runs: call add_tasks() on the outermost app instead."
     )
 
 

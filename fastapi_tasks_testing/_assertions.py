@@ -140,6 +140,7 @@ class RecordQueries(OutcomeAssertions):
     def assert_nothing_scheduled(self, *, phase: Phase | str | None = None) -> None:
         """Assert that no task at all was scheduled (in `phase`, when given), nor any job dispatched."""
         __tracebackhide__ = True
+        self._require_evidence("assert_nothing_scheduled")
         wanted = parse_phase(phase)
         found = [record for record in self.records if wanted is None or record.phase is wanted]
         if found:
@@ -156,6 +157,7 @@ class RecordQueries(OutcomeAssertions):
         __tracebackhide__ = True
         if len(tasks) < 2:
             raise TypeError("assert_order() needs at least two tasks to compare.")
+        self._require_evidence("assert_order")
         firsts: list[TaskRecord] = []
         for position, task in enumerate(tasks):
             ran = sorted(
@@ -200,6 +202,7 @@ class RecordQueries(OutcomeAssertions):
             raise TypeError(
                 "assert_timeline() needs the tasks to expect; to expect none, use assert_nothing_scheduled()."
             )
+        self._require_evidence("assert_timeline")
         expectations = [self._timeline_item(item) for item in calls]
         records = self.records
         listed = "\n".join(f"{index}. {expected.label()}" for index, expected in enumerate(expectations, 1))

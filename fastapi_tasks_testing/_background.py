@@ -28,6 +28,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 from starlette.routing import BaseRoute, Host, Mount
+from starlette.types import Scope
 
 from fastapi_tasks import Phase, TaskConfig, TaskStatus
 from fastapi_tasks._seam import is_async_callable, run_task
@@ -41,6 +42,8 @@ __all__ = [
     "RecordingBackgroundTasks",
     "hook_background_tasks",
     "unhook_background_tasks",
+    "unwatch_unclaimed",
+    "watch_unclaimed",
 ]
 
 P = ParamSpec("P")
@@ -50,6 +53,8 @@ _NO_CONFIG = TaskConfig()  # BackgroundTasks know nothing of fastapi-tasks' conf
 _lock = threading.Lock()
 _recorders: dict[FastAPI, list[BackgroundRecorder]] = {}
 """The recorders installed on each app; the last one installed records its requests."""
+_unclaimed_watchers: list[Callable[[Scope], None]] = []
+"""Called with the scope of a request that creates its BackgroundTasks on an app without a recorder."""
 
 
 class BackgroundRecorder(TaskKeeper, Protocol):
@@ -244,6 +249,8 @@ def _bind(frame: FrameType | None) -> _RequestTasks | None:
     app = request.scope.get("app")
     recorders = _recorders.get(app) if isinstance(app, FastAPI) else None
     if not recorders:
+        for watch in list(_unclaimed_watchers):
+            watch(request.scope)  # it may refuse the request
         return None
     return _RequestTasks(recorders[-1], request)
 
@@ -317,5 +324,30 @@ def unhook_background_tasks(recorder: BackgroundRecorder) -> None:
             _recorders[app] = [r for r in recorders if r is not recorder]
             if not _recorders[app]:
                 del _recorders[app]
-        if not _recorders and getattr(fastapi_utils, _HOOK, None) is RecordingBackgroundTasks:
-            setattr(fastapi_utils, _HOOK, BackgroundTasks)
+        _put_fastapis_class_back()
+
+
+def watch_unclaimed(watcher: Callable[[Scope], None]) -> None:
+    """Call `watcher` with the scope of each request that creates its BackgroundTasks on an app without a recorder.
+
+    Until `unwatch_unclaimed(watcher)`. On a FastAPI whose BackgroundTasks cannot be recorded, it is never called.
+    """
+    if _hook_problem() is not None:
+        return
+    with _lock:
+        setattr(fastapi_utils, _HOOK, RecordingBackgroundTasks)
+        _unclaimed_watchers.append(watcher)
+
+
+def unwatch_unclaimed(watcher: Callable[[Scope], None]) -> None:
+    """Stop calling `watcher`; put FastAPI's class back when nothing else needs the hook."""
+    with _lock:
+        if watcher in _unclaimed_watchers:
+            _unclaimed_watchers.remove(watcher)
+        _put_fastapis_class_back()
+
+
+def _put_fastapis_class_back() -> None:
+    # Called with the lock held.
+    if not _recorders and not _unclaimed_watchers and getattr(fastapi_utils, _HOOK, None) is RecordingBackgroundTasks:
+        setattr(fastapi_utils, _HOOK, BackgroundTasks)

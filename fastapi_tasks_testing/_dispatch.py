@@ -146,6 +146,7 @@ class DispatchQueries(RecordQueries):
     def assert_nothing_dispatched(self, *, phase: Phase | str | None = None) -> None:
         """Assert that no job at all reached its queue (from `phase`, when given)."""
         __tracebackhide__ = True
+        self._require_evidence("assert_nothing_dispatched")
         wanted = parse_phase(phase)
         sent = [
             record

@@ -82,14 +82,12 @@ class Call:
     (see `TaskRecord._gate`).
     """
 
-    __slots__ = ("_idle", "returned", "runtime", "unfinished")
+    __slots__ = ("_idle", "returned", "unfinished")
 
     def __init__(self) -> None:
         self.unfinished: set[Task[..., Any]] = set()
         self._idle: anyio.Event | None = None
         self.returned = threading.Event()
-        # The runtime of a call served without the app's lifespan (a bare test client), if any.
-        self.runtime: Runtime | None = None
 
     def track(self, task: Task[..., Any]) -> None:
         self.unfinished.add(task)

@@ -33,6 +33,7 @@ from fastapi_tasks.errors import FastAPITasksError, FastAPITasksUninitializedApp
 from ._background import BackgroundTaskRecord, hook_background_tasks, unhook_background_tasks
 from ._dispatch_records import DispatchRecord
 from ._engine import Call, RequestRuntime
+from ._evidence import HOW_TO_INSTALL
 from ._mode import Mode
 from ._outside import OutsideWait, Waiter, current_call
 from ._records import RequestInfo, TaskRecord
@@ -51,12 +52,12 @@ class Installing:
     config: TaskConfig
     _explicit_config: TaskConfig | None
     _from_fixture: bool
+    _saw_app: bool
     _installed_by: str
     _records: list[TaskRecord]
     _previous_overrides: list[tuple[FastAPI, bool, Any]]
     _override_problem: str | None
     _real_runtime: Runtime | None
-    _shutdown_timeout: float | None
     # The app's outermost ASGI callable before install() wrapped it in the wait outside the app.
     _previous_stack: list[tuple[FastAPI, Any]]
     # What the request's runtime and the BackgroundTasks hook call back (defined by the other parts).
@@ -109,6 +110,7 @@ class Installing:
         self._previous_stack.append((app, stack))
         app.middleware_stack = OutsideWait(app.build_middleware_stack() if stack is None else stack, self)
         self.app = app
+        self._saw_app = True
         self._installed_by = _install_call_site()
 
     def _watch_resolution(self, scope: Scope) -> None:
@@ -154,34 +156,21 @@ class Installing:
         # starts each task with the real runtime's own spawn: the same errors (no add_tasks, no lifespan),
         # the same scheduler, bound to the same exit stacks.
         scope = connection.scope
-        call = current_call.get()
         try:
             real = resolve_runtime(scope)
         except FastAPITasksUninitializedAppError:
-            # Without add_tasks the app fails here in production, and so it does here. Without the lifespan
-            # a test client's call has a runtime of its own (see _outside.py), unless in spy mode, which
-            # runs tasks on the app's real runtime, or while a lifespan runs without add_tasks' (a mounted
-            # app's), where production fails too.
-            if not tasks_added(scope):
-                raise
-            if self.mode == "spy":
+            # Without add_tasks the app fails here in production, and so it does here, as it does while the
+            # lifespan does not run: a test client's call without the lifespan has a runtime of its own (see
+            # _outside.py), unless in spy mode, which runs tasks on the app's real runtime.
+            if self.mode == "spy" and tasks_added(scope):
                 raise FastAPITasksUninitializedAppError(
                     "tasks_recorder in spy mode runs tasks on the app's real scheduler, so the lifespan must run: "
                     "use `with TestClient(app) as client:` or asgi_lifespan.LifespanManager(app)."
                 ) from None
-            if call is None or call.runtime is None:
-                raise
-            real = call.runtime
-            self._shutdown_timeout = real.shutdown_timeout
-            # Its config is that of the app the client called; the app serving the request may be one
-            # mounted in it, with add_tasks of its own, whose config production would use.
-            config = self._explicit_config or getattr(getattr(scope.get("app"), "state", None), CONFIG_KEY, None)
-        else:
-            self._real_runtime = real
-            config = self._explicit_config
-        if config is None:
-            config = real.config
-        runtime = RequestRuntime(real, self, config, RequestInfo.from_scope(scope), call)
+            raise
+        self._real_runtime = real
+        config = real.config if self._explicit_config is None else self._explicit_config
+        runtime = RequestRuntime(real, self, config, RequestInfo.from_scope(scope), current_call.get())
         return TasksScheduler(_runtime=runtime, _scope=scope)
 
     def _already_installed(self) -> str:
@@ -196,13 +185,7 @@ class Installing:
             return "\n" + problem
         if not self._from_fixture or self.app is not None or self._records:
             return ""
-        return (
-            "\nThe tasks_recorder fixture is installed on no app, so it saw no request. "
-            "Install it in one of three ways:\n"
-            "- a fixture named `app` that returns the FastAPI app (a fixture named otherwise is not looked at);\n"
-            '- the ini option fastapi_tasks_app = "package.module:app";\n'
-            "- tasks_recorder.install(app) in the test, before the requests."
-        )
+        return f"\nThe tasks_recorder fixture is installed on no app, so it saw no request. {HOW_TO_INSTALL}"
 
 
 _RECORDERS: weakref.WeakKeyDictionary[FastAPI, Installing] = weakref.WeakKeyDictionary()

@@ -18,17 +18,20 @@ app goes on until it returns, as under a server, where sending to a client that 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import ContextVar
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 import anyio.abc
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fastapi_tasks import TaskConfig
-from fastapi_tasks._seam import CONFIG_KEY, RUNTIME_KEY, Runtime
+from fastapi_tasks._seam import NEW_RUNTIME_KEY, RUNTIME_KEY, TG_KEY, Runtime, serving
 
 from ._engine import Call
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
 
 __all__ = ["OutsideWait", "Waiter", "current_call"]
 
@@ -52,6 +55,23 @@ class Waiter(Protocol):
     def _waited_too_long(self, call: Call, scope: Scope) -> BaseException:
         """The error that fails the client's call whose tasks outlasted the wait; it names them."""
         ...
+
+
+def _new_runtime_of(scope: Scope) -> Callable[[TaskGroup], Runtime] | None:
+    """How the app whose lifespan would serve this call builds its runtime: that of the outermost app with `add_tasks`.
+
+    `None` when there is none: no app on the way has `add_tasks`, or the app the recorder is installed
+    on is mounted in one without it, whose lifespan (the only one a server runs) has no tasks.
+    """
+    holder = serving.get()  # set by the add_tasks middleware of an app this one is mounted in
+    if holder is not None:
+        return holder.new_runtime
+    app = scope.get("app")
+    router = scope.get("router")  # the router of an app this one is mounted in, if any
+    if router is not None and router is not getattr(app, "router", None):
+        return None
+    new_runtime: Callable[[TaskGroup], Runtime] | None = getattr(getattr(app, "state", None), NEW_RUNTIME_KEY, None)
+    return new_runtime
 
 
 class OutsideWait:
@@ -78,20 +98,26 @@ class OutsideWait:
         call = Call()
         token = current_call.set(call)
         try:
-            if self.lifespans or RUNTIME_KEY in scope.get("state", {}):
+            new_runtime = None if self.lifespans or RUNTIME_KEY in scope.get("state", {}) else _new_runtime_of(scope)
+            if new_runtime is None:
                 await self._serve(call, scope, receive, send)
             else:
-                await self._serve_with_own_runtime(call, scope, receive, send)
+                await self._serve_with_own_runtime(new_runtime, call, scope, receive, send)
         finally:
             current_call.reset(token)
 
-    async def _serve_with_own_runtime(self, call: Call, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _serve_with_own_runtime(
+        self, new_runtime: Callable[[TaskGroup], Runtime], call: Call, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         # Entered and left by hand, not in `async with`: the app's own exception must reach the client
         # unchanged, not wrapped in the task group's exception group.
         tg = anyio.create_task_group()
         await tg.__aenter__()
-        config = getattr(getattr(scope.get("app"), "state", None), CONFIG_KEY, None) or TaskConfig()
-        runtime = call.runtime = Runtime(tg, config, 0, native=True)
+        # Built as the app's lifespan builds it, and put where the lifespan puts it, for this call only.
+        runtime = new_runtime(tg)
+        state = scope.setdefault("state", {})
+        state[TG_KEY] = tg
+        state[RUNTIME_KEY] = runtime
         try:
             await self._serve(call, scope, receive, send)
         finally:

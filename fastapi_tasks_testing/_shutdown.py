@@ -18,9 +18,8 @@ __all__ = ["Shutdown"]
 class Shutdown(RecordQueries):
     """The part of `RecordingScheduler` that cancels or finishes its tasks as the app's shutdown would."""
 
-    # The recorder's state this part reads (set in `RecordingScheduler.__init__` and by the requests).
+    # The recorder's state this part reads (set in `RecordingScheduler.__init__`, and by each request).
     _real_runtime: Runtime | None
-    _shutdown_timeout: float | None
 
     async def shutdown(self) -> None:
         """Simulate the app's shutdown as production does it.
@@ -49,7 +48,7 @@ class Shutdown(RecordQueries):
 
     def _grace_period(self) -> float | None:
         real = self._real_runtime
-        return real.shutdown_timeout if real is not None else self._shutdown_timeout
+        return None if real is None else real.shutdown_timeout
 
     def _running(self) -> list[TaskRecord]:
         # Started: running, or handed to the runtime and about to begin (a task waiting for a thread).

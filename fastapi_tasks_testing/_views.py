@@ -27,6 +27,10 @@ class RecordSource(Protocol):
         """What a failure message adds when the recorder is not installed as it should be."""
         ...
 
+    def _require_evidence(self, method: str) -> None:
+        """Refuse a query or an assertion of a recorder that has seen no app (see `_evidence.py`)."""
+        ...
+
 
 class _View(DispatchQueries):
     """A view of some of a recorder's records; a failure message shows all of them."""
@@ -38,6 +42,10 @@ class _View(DispatchQueries):
 
     def _install_hint(self) -> str:
         return self._recorder._install_hint()
+
+    def _require_evidence(self, method: str) -> None:
+        __tracebackhide__ = True
+        self._recorder._require_evidence(method)
 
 
 class RequestRecords(_View):

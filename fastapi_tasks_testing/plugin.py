@@ -196,10 +196,11 @@ def tasks_recorder(request: pytest.FixtureRequest) -> Iterator[RecordingSchedule
     if app is not None:
         recorder.install(app)
         recorder._installed_by = f"the tasks_recorder fixture, on the app of {source}"
+    recorder._watch_requests()  # a request whose tasks would run unrecorded fails (see _evidence.py)
     try:
         yield recorder
         # Said even when the test failed: it is why a test that expected tasks saw none.
-        problem = recorder._check_override()
+        problem = recorder._check_override() or recorder._unrecorded_problem
         if problem is not None:
             pytest.fail(problem, pytrace=False)
         # A test that failed or was skipped has its own outcome; its captured log shows the task's failure.
@@ -209,4 +210,5 @@ def tasks_recorder(request: pytest.FixtureRequest) -> Iterator[RecordingSchedule
         if report is not None:
             pytest.fail(report, pytrace=False)
     finally:
+        recorder._stop_watching()
         recorder.uninstall()

@@ -7,6 +7,7 @@ rest of it is composed of parts, one concept each:
 - `_control.py`: modes at work, `allow()`, `hold()` and `run_pending()`: running and holding;
 - `_faults.py`: `fail()` and `replace()`; `_dispatch.py`: recording `enqueue()`, its faults and jobs;
 - `_waits.py`: `drain()` and `wait_for()`; `_shutdown.py`: the shutdown simulation;
+- `_evidence.py`: the fixture's recorder refuses to pass an assertion, or let a task run, unseen;
 - `_strict.py`: what strict mode reports; `_assertions.py`: the queries and assertions (built of
   `_queries.py`, with `_outcomes.py` for how tasks ended and `_explain.py` for what a failure says).
 """
@@ -17,7 +18,7 @@ import contextlib
 import itertools
 import math
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from anyio.abc import TaskGroup
 from fastapi import FastAPI
@@ -30,6 +31,7 @@ from ._assertions import RecordQueries
 from ._background import BackgroundTaskRecord
 from ._control import Control
 from ._dispatch import DispatchRecorder
+from ._evidence import Evidence
 from ._faults import Fault, FaultInjection
 from ._install import Installing
 from ._matching import TaskSpec
@@ -40,6 +42,9 @@ from ._strict import StrictMode
 from ._views import CapturedRecords, RequestRecords
 from ._waits import Waiting
 
+if TYPE_CHECKING:
+    from starlette.types import Scope
+
 __all__ = ["DEFAULT_WAIT_TIMEOUT", "RecordingScheduler"]
 
 DEFAULT_WAIT_TIMEOUT = 10.0
@@ -47,7 +52,16 @@ DEFAULT_WAIT_TIMEOUT = 10.0
 
 
 class RecordingScheduler(
-    Installing, Control, FaultInjection, Waiting, Shutdown, StrictMode, DispatchRecorder, TasksScheduler, RecordQueries
+    Evidence,
+    Installing,
+    Control,
+    FaultInjection,
+    Waiting,
+    Shutdown,
+    StrictMode,
+    DispatchRecorder,
+    TasksScheduler,
+    RecordQueries,
 ):
     """A `TasksScheduler` that records every task it is given, for tests.
 
@@ -111,8 +125,11 @@ class RecordingScheduler(
         self._held: list[TaskSpec] = []
         self._detached: list[TaskSpec] = []
         self._previous_stack: list[tuple[FastAPI, Any]] = []
-        # Set by the pytest fixture: a failure then says how to install a recorder installed nowhere.
+        # Set by the pytest fixture: a recorder that saw no app then refuses assertions (see _evidence.py).
         self._from_fixture = False
+        self._saw_app = False
+        self._unrecorded_problem: str | None = None
+        self._watchers: list[Callable[[Scope], None]] = []
         # What installed the recorder, for the error of a second install().
         self._installed_by = ""
         self.app: FastAPI | None = None
@@ -127,8 +144,6 @@ class RecordingScheduler(
         self._override_problem: str | None = None
         # The app's runtime, once a request was served: the sync helpers run tasks on its event loop.
         self._real_runtime: Runtime | None = None
-        # The grace period of the app's shutdown, as the last request without the lifespan found it.
-        self._shutdown_timeout: float | None = None
         self.config = config or TaskConfig()
         self._init_batches()
 

@@ -45,7 +45,8 @@ NO_ADD_TASKS = (
 NO_LIFESPAN = (
     r"^The Tasks dependency is used, but the app's lifespan is not running, so there is no task group\. "
     r"Run the lifespan: use `with TestClient\(app\) as client:` \(not a bare TestClient\(app\)\), "
-    r"or asgi_lifespan\.LifespanManager\(app\) with httpx\.AsyncClient\.$"
+    r"or asgi_lifespan\.LifespanManager\(app\) with httpx\.AsyncClient\. Under a server, the lifespan of an app "
+    r"mounted in another \(app\.mount\(\.\.\.\)\) never runs: call add_tasks\(\) on the outermost app instead\.$"
 )
 
 

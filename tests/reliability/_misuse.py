@@ -69,7 +69,8 @@ _NO_ADD_TASKS = (
 _NO_LIFESPAN = (
     "The Tasks dependency is used, but the app's lifespan is not running, so there is no task group. "
     "Run the lifespan: use `with TestClient(app) as client:` (not a bare TestClient(app)), "
-    "or asgi_lifespan.LifespanManager(app) with httpx.AsyncClient."
+    "or asgi_lifespan.LifespanManager(app) with httpx.AsyncClient. Under a server, the lifespan of an app "
+    "mounted in another (app.mount(...)) never runs: call add_tasks() on the outermost app instead."
 )
 
 
