@@ -35,7 +35,11 @@ stage: contextvars.ContextVar[str | None] = contextvars.ContextVar("stage", defa
 
 
 class RequestIdMiddleware:
-    """Pure ASGI middleware that sets `request_id` for the request (`req-<path>`)."""
+    """Pure ASGI middleware that sets `request_id` for the request (`req-<path>`), and gives it a fresh `stage`.
+
+    A server runs each request in a task of its own; httpx's `ASGITransport` runs it in the client's,
+    so what the endpoint sets would outlive its request: the middleware restores both when it returns.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -45,9 +49,11 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         token = request_id.set(f"req{scope['path'].replace('/', '-')}")
+        stage_token = stage.set(None)
         try:
             await self.app(scope, receive, send)
         finally:
+            stage.reset(stage_token)
             request_id.reset(token)
 
 
@@ -92,6 +98,7 @@ def _context_as_production_gives_it(outcome: Outcome) -> None:
             fields = task_outcome(outcome, name)
             assert fields["seen.request_id"] == f"req-{n}", (name, fields)
             assert fields["seen.set_by_a_task"] is None, (name, fields)
+        assert task_outcome(outcome, f"first-{n}")["seen.stage"] is None
         assert task_outcome(outcome, f"second-{n}")["seen.stage"] == f"set by endpoint {n} after scheduling"
 
 
@@ -293,6 +300,8 @@ def _detach_the_poller(recorder: RecordingScheduler) -> None:
 async def _get_then_stop_the_poller(client: Client) -> None:
     await client.get("/")
     client.probe.signal("stop polling").set()
+    # Nothing waits for a detached task: the test that detached it does, as its app would stop it.
+    await client.probe.tasks["poll_until_stopped"].wait()
 
 
 def _answered_while_polling(outcome: Outcome) -> None:

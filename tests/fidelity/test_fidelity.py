@@ -51,16 +51,7 @@ reports that as a failure, and the entry is deleted. Not to be confused with the
 differences, which are permanent and documented.
 """
 
-PRODUCTION_GAPS: dict[str, str] = {
-    "mounted-app-without-parent-tasks": (
-        "the FastAPITasksUninitializedAppError of a mounted app whose parent has no add_tasks tells the user to run "
-        "the lifespan with TestClient, which does not help: it does not mention mounted apps (issue 20 #7)"
-    ),
-    "mounted-app-without-parent-tasks-testclient": (
-        "the FastAPITasksUninitializedAppError of a mounted app whose parent has no add_tasks does not mention "
-        "mounted apps (issue 20 #7)"
-    ),
-}
+PRODUCTION_GAPS: dict[str, str] = {}
 """Scenarios where production does not do what DESIGN.md requires today (`id` or `id[backend]`) -> what it does."""
 
 RECORDER_ONLY = {"dependency-overrides-replaced"}
