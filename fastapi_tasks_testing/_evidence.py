@@ -92,7 +92,8 @@ class Evidence:
             )
         else:
             return  # run and spy mode: tasks of an app the test did not install on run as they would anyway
-        self._unrecorded_problem = problem
+        if self._unrecorded_problem is None:  # teardown tells the first; each request tells its own
+            self._unrecorded_problem = problem
         raise FastAPITasksError(problem)
 
     def _require_evidence(self, method: str) -> None:

@@ -788,7 +788,7 @@ def test_plugin_reports_a_failed_task_and_restores_fastapi_after_a_failing_test(
     result.assert_outcomes(passed=3, failed=1, errors=1)
     result.stdout.fnmatch_lines(
         [
-            "*1 background task(s) failed during the test:",
+            "*1 background task failed during the test:",
             "- #1 after_response explode('smtp down') (POST /signup): failed (ValueError: smtp down)",
             "Assert on them with tasks_recorder.assert_failed(...), or, if failures are expected, "
             "mark the test with @pytest.mark.tasks_recorder(expect_failures=True).",

@@ -487,50 +487,6 @@ def test_teardown_report(result: pytest.RunResult, name: str) -> None:
     result.stdout.fnmatch_lines([f"*_ ERROR at teardown of {name} _*", *TEARDOWN_REPORTS[name]], consecutive=True)
 
 
-def test_a_recorder_installed_on_no_app_says_how_to_install_it(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(myapp=APP)
-    pytester.syspathinsert()
-    pytester.makepyfile(
-        """
-        import pytest
-        from fastapi.testclient import TestClient
-
-        import myapp
-
-
-        @pytest.fixture
-        def web_app():  # a fixture named otherwise than `app`: the recorder does not find it
-            return myapp.app
-
-
-        def test_publish(web_app, tasks_recorder):
-            with TestClient(web_app) as client:  # the tasks run for real, unrecorded
-                client.post("/posts/ada")
-            tasks_recorder.assert_scheduled(myapp.audit)
-        """
-    )
-
-    result = pytester.runpytest(*NO_RANDOM_ORDER)
-
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(
-        [
-            ">       tasks_recorder.assert_scheduled(myapp.audit)",
-            "E       AssertionError: Expected audit to be scheduled, but no task matches.",
-            "E       The tasks_recorder fixture is installed on no app, so it saw no request. "
-            "Install it in one of three ways:",
-            "E       - a fixture named `app` that returns the FastAPI app "
-            "(a fixture named otherwise is not looked at);",
-            'E       - the ini option fastapi_tasks_app = "package.module:app";',
-            "E       - tasks_recorder.install(app) in the test, before the requests.",
-            "E       ",
-            "E       Recorded tasks:",
-            "E       (no tasks were scheduled)",
-        ],
-        consecutive=True,
-    )
-
-
 def test_a_long_timeline_shows_the_rows_that_matter(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(myapp=APP)
     pytester.makeconftest(APP_FIXTURE)
