@@ -16,32 +16,41 @@ from fastapi_tasks import TaskStatus
 from fastapi_tasks._seam import callable_name, describe_exception
 
 from ._faults import unused_faults_report, unused_holds_report
+from ._matching import matches_task
 from ._mode import MODES
 from ._records import TaskRecord
 from ._timeline import counted, format_call, outcome, render_timeline, were
-from .recorder import RecordingScheduler
+from .recorder import DEFAULT_WAIT_TIMEOUT, RecordingScheduler
 
 __all__ = ["pytest_addoption", "pytest_configure", "pytest_runtest_makereport", "tasks_recorder"]
 
-_OPTIONS = ("mode", "expect_failures", "config", "strict")
+_OPTIONS = ("mode", "expect_failures", "config", "strict", "wait_timeout")
 _CALL_PASSED = pytest.StashKey[bool]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """Register the `fastapi_tasks_app` ini option."""
+    """Register the `fastapi_tasks_app` and `fastapi_tasks_wait_timeout` ini options."""
     parser.addini(
         "fastapi_tasks_app",
         "The FastAPI app the tasks_recorder fixture installs itself on, as module:attribute, "
         "when the tests define no `app` fixture.",
         default="",
     )
+    parser.addini(
+        "fastapi_tasks_wait_timeout",
+        "Seconds a client's call waits for its tasks in run mode before the test fails naming them "
+        f"(default {DEFAULT_WAIT_TIMEOUT:g}); a test's marker can set its own: tasks_recorder(wait_timeout=...).",
+        default="",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the `tasks_recorder` marker."""
+    """Register the `tasks_recorder` marker, and check the ini options that need no import."""
+    _wait_timeout_from_ini(config)
     config.addinivalue_line(
         "markers",
-        "tasks_recorder(*, mode='run', expect_failures=False, config=None, strict=False): options of the "
+        "tasks_recorder(*, mode='run', expect_failures=False, config=None, strict=False, wait_timeout=None): "
+        "options of the "
         f"tasks_recorder fixture; mode is one of {', '.join(MODES)}.",
     )
 
@@ -75,6 +84,18 @@ def _marker_options(node: pytest.Item) -> dict[str, Any]:
             )
         options.update(marker.kwargs)
     return options
+
+
+def _wait_timeout_from_ini(config: pytest.Config) -> float | None:
+    text = str(config.getini("fastapi_tasks_wait_timeout")).strip()
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise pytest.UsageError(
+            f"fastapi_tasks_wait_timeout must be a number of seconds, like 30, not {text!r}."
+        ) from None
 
 
 def _app_from_ini(config: pytest.Config) -> FastAPI | None:
@@ -168,9 +189,40 @@ def _strict_report(recorder: RecordingScheduler) -> str | None:
     )
 
 
+def _unfinished_report(recorder: RecordingScheduler) -> str | None:
+    # In run mode every task runs to its end during its request: one that ended cancelled or is still pending
+    # (its batch never started, say) did not, unless the test held it back, let it go or asserted on it.
+    if recorder.mode != "run":
+        return None
+    unfinished = [
+        record
+        for record in recorder.records
+        if record.kind == "task"
+        and record.source == "Tasks"
+        and record.status in _NOT_ENDED_AS_RUN
+        # Scheduled on the recorder itself, outside any request: it waits for run_pending() by design.
+        and not (record.request is None and record._runtime is None)
+        and record not in recorder._asserted
+        and not any(matches_task(record, spec) for spec in (*recorder._held, *recorder._detached))
+    ]
+    if not unfinished:
+        return None
+    lines = [f"{counted(len(unfinished), 'background task')} did not run to its end during the test (run mode):"]
+    lines.extend(f"- {_describe(record)}: {record.status.value}" for record in unfinished)
+    lines.append(
+        "Assert on them if that is expected (tasks_recorder.assert_cancelled(...)), keep a task from running "
+        "with tasks_recorder.hold(task), or let one outlive its request with tasks_recorder.detach(task)."
+    )
+    return "\n".join(lines)
+
+
+_NOT_ENDED_AS_RUN = (TaskStatus.CANCELLED, TaskStatus.PENDING)
+
+
 def _teardown_report(recorder: RecordingScheduler) -> str | None:
     reports = [
         _failure_report(recorder),
+        _unfinished_report(recorder),
         _strict_report(recorder),
         unused_faults_report(recorder._faults, recorder.records),
         unused_holds_report(recorder._held, recorder.records),
@@ -186,11 +238,15 @@ def tasks_recorder(request: pytest.FixtureRequest) -> Iterator[RecordingSchedule
     The app is the `app` fixture when there is one, else the `fastapi_tasks_app` ini option
     (`module:attribute`), else the test calls `tasks_recorder.install(app)`. Options come from
     `@pytest.mark.tasks_recorder(...)`. At teardown the app's previous overrides are restored,
-    and a test that passed fails when a task failed (unless asserted on or expected), when a
-    fault it injected applied to no task, and in strict mode when a record was matched by no
-    assertion.
+    and a test that passed fails when a task failed (unless asserted on or expected), when in
+    run mode a task ended cancelled or stayed pending (unless held, detached or asserted on),
+    when a fault or a hold it set applied to no task, and in strict mode when a record was
+    matched by no assertion.
     """
-    recorder = RecordingScheduler(**_marker_options(request.node))
+    options = _marker_options(request.node)
+    if "wait_timeout" not in options and (wait_timeout := _wait_timeout_from_ini(request.config)) is not None:
+        options["wait_timeout"] = wait_timeout
+    recorder = RecordingScheduler(**options)
     recorder._from_fixture = True
     app, source = _find_app(request)
     if app is not None:
