@@ -182,13 +182,14 @@ async def test_a_silent_broker_holds_at_most_the_bound_of_threads_and_the_rest_f
                 await handles[-1].wait()
 
     # Each thread in the broker holds one of Celery's pooled producers; the other threads waited for one,
-    # at most as long as their attempt, and published nothing.
+    # at most as long as their attempt, and published nothing. (On a loaded machine a thread may get its
+    # producer too late to publish within its attempt: fewer may reach the broker, never more.)
     pool_limit = celery_app.conf.broker_pool_limit
-    assert stuck == pool_limit
+    assert 1 <= stuck <= pool_limit
     assert threads_grown <= DEFAULT_MAX_THREADS
     assert sorted(failures) == sorted(
-        [broker_silent(DISPATCH_TIMEOUT)] * pool_limit
-        + [no_producer(DISPATCH_TIMEOUT, pool_limit)] * (DEFAULT_MAX_THREADS - pool_limit)
+        [broker_silent(DISPATCH_TIMEOUT)] * stuck
+        + [no_producer(DISPATCH_TIMEOUT, pool_limit)] * (DEFAULT_MAX_THREADS - stuck)
         + [no_thread(DISPATCH_TIMEOUT, DEFAULT_MAX_THREADS)] * 60
     )
     assert handles[-1].status is TaskStatus.DISPATCHED
