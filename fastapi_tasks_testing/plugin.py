@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from fastapi_tasks import TaskStatus
 from fastapi_tasks._seam import callable_name, describe_exception
 
+from ._apps import find_fastapi_app
 from ._faults import unused_faults_report, unused_holds_report
 from ._matching import matches_task
 from ._mode import MODES
@@ -120,9 +121,16 @@ def _app_from_ini(config: pytest.Config) -> FastAPI | None:
 
 
 def _check_app(app: object, source: str) -> FastAPI:
-    if not isinstance(app, FastAPI):
-        raise TypeError(f"{source} is {app!r}, not a FastAPI app; tasks_recorder installs itself on a FastAPI app.")
-    return app
+    # An app wrapped by LifespanManager or by middleware around it: the FastAPI app inside it.
+    found = find_fastapi_app(app)
+    if found is None:
+        raise TypeError(
+            f"{source} is {app!r}, not a FastAPI app, and no FastAPI app was found inside it (through its `.app` "
+            "attributes and the functions it wraps); tasks_recorder installs itself on a FastAPI app. Install it "
+            "in the test with tasks_recorder.install(app), given the FastAPI app, or name the app with the ini option "
+            'fastapi_tasks_app = "package.module:app".'
+        )
+    return found
 
 
 def _find_app(request: pytest.FixtureRequest) -> tuple[FastAPI | None, str]:

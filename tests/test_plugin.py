@@ -199,8 +199,10 @@ def test_ini_option_naming_something_else_than_an_app(pytester: pytest.Pytester)
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
         [
-            "E *TypeError: fastapi_tasks_app = 'myapp:not_an_app' is 42, not a FastAPI app; "
-            "tasks_recorder installs itself on a FastAPI app."
+            "E *TypeError: fastapi_tasks_app = 'myapp:not_an_app' is 42, not a FastAPI app, and no FastAPI app was "
+            "found inside it (through its `.app` attributes and the functions it wraps); tasks_recorder installs "
+            "itself on a FastAPI app. Install it in the test with tasks_recorder.install(app), given the FastAPI "
+            'app, or name the app with the ini option fastapi_tasks_app = "package.module:app".'
         ]
     )
 
@@ -225,7 +227,7 @@ def test_app_fixture_that_is_not_an_app(pytester: pytest.Pytester) -> None:
 
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
-        ["E *TypeError: The `app` fixture is 'not an app', not a FastAPI app; tasks_recorder installs itself on a*"]
+        ["E *TypeError: The `app` fixture is 'not an app', not a FastAPI app, and no FastAPI app was found inside*"]
     )
 
 

@@ -472,8 +472,10 @@ SESSIONS: list[SessionMisuse] = [
     SessionMisuse(
         "app fixture: not an app",
         _PLAIN_TEST.format(marker="@pytest.fixture\ndef app():\n    return 'main:app'\n\n"),
-        "TypeError: The `app` fixture is 'main:app', not a FastAPI app; "
-        "tasks_recorder installs itself on a FastAPI app.",
+        "TypeError: The `app` fixture is 'main:app', not a FastAPI app, and no FastAPI app was found inside it "
+        "(through its `.app` attributes and the functions it wraps); tasks_recorder installs itself on a FastAPI "
+        "app. Install it in the test with tasks_recorder.install(app), given the FastAPI app, or name the app with "
+        'the ini option fastapi_tasks_app = "package.module:app".',
     ),
     SessionMisuse(
         "ini fastapi_tasks_app: no attribute",
@@ -490,8 +492,10 @@ SESSIONS: list[SessionMisuse] = [
     SessionMisuse(
         "ini fastapi_tasks_app: not an app",
         _PLAIN_TEST.format(marker=""),
-        "TypeError: fastapi_tasks_app = 'json:__name__' is 'json', not a FastAPI app; "
-        "tasks_recorder installs itself on a FastAPI app.",
+        "TypeError: fastapi_tasks_app = 'json:__name__' is 'json', not a FastAPI app, and no FastAPI app was found "
+        "inside it (through its `.app` attributes and the functions it wraps); tasks_recorder installs itself on a "
+        "FastAPI app. Install it in the test with tasks_recorder.install(app), given the FastAPI app, or name the "
+        'app with the ini option fastapi_tasks_app = "package.module:app".',
         ini="fastapi_tasks_app = json:__name__",
     ),
 ]
