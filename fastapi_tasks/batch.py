@@ -171,11 +171,11 @@ def _after_the_endpoint(exc: BaseException | None) -> str:
     # The endpoint returned (its after_route batch started): what failed came after it.
     name = type(exc).__name__
     if isinstance(exc, anyio.get_cancelled_exc_class()):
-        # A server cancels the requests still running when it shuts down; a client that goes away shows as
-        # a disconnect, not as a cancellation of the request.
+        # A server cancels the requests still running when it shuts down, and some (hypercorn) the request of
+        # a client that disconnected: which of the two it was, the request cannot tell.
         return (
-            f"the request was cancelled before the response was sent ({name}): the server cancels the "
-            "requests still running when it shuts down"
+            f"the request was cancelled before the response was sent ({name}): the server cancelled it, as "
+            "servers do at shutdown and some when the client disconnects"
         )
     if isinstance(exc, OSError | ClientDisconnect):
         return f"the client went away before the response was sent ({name})"

@@ -11,9 +11,10 @@ awaits the whole call before it answers: either way the test goes on after the w
 Without the app's lifespan (a bare `TestClient(app)`, or `ASGITransport` without a lifespan
 manager) a call gets a task group and a runtime of its own for its tasks, which end with the call.
 
-A WebSocket session that the client closes is not cancelled at once, as `TestClient` would: the
-app goes on until it returns, as under a server, where sending to a client that has gone raises
-`OSError`. Only past the bound is it cancelled.
+A client call that is cancelled (the client gave up) ends at once, as in production, where the
+request's tasks go on without it: nothing waits for them then. A WebSocket session that the client
+closes is not cancelled at once, as `TestClient` would: the app goes on until it returns, as under
+a server, where sending to a client that has gone raises `OSError`; only past the bound is it cancelled.
 """
 
 from __future__ import annotations
@@ -128,20 +129,26 @@ class OutsideWait:
             await tg.__aexit__(None, None, None)
 
     async def _serve(self, call: Call, scope: Scope, receive: Receive, send: Send) -> None:
+        cancelled = False
         try:
             if scope["type"] == "websocket":
                 await self._websocket(scope, receive, send)
             else:
                 await self.app(scope, receive, send)
+        except anyio.get_cancelled_exc_class():
+            # The client gave up on its call (or its test cancelled it): the call ends now, as it does in
+            # production, where the request's tasks go on without it; nothing waits for them then.
+            cancelled = True
+            raise
         finally:
             call.returned.set()
-            with anyio.CancelScope(shield=True):
-                with anyio.move_on_after(self.waiter.wait_timeout):
+            if not cancelled:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(self.waiter.wait_timeout):
                     await call.wait()
-            if call.unfinished:
-                for task in list(call.unfinished):
-                    task.cancel()
-                raise self.waiter._waited_too_long(call, scope)
+                if call.unfinished:
+                    for task in list(call.unfinished):
+                        task.cancel()
+                    raise self.waiter._waited_too_long(call, scope)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         gone = False
@@ -155,7 +162,8 @@ class OutsideWait:
         done = anyio.Event()
 
         async def serve(*, task_status: anyio.abc.TaskStatus[anyio.CancelScope]) -> None:
-            with anyio.CancelScope() as scope_of_the_app:
+            # Shielded: the client closing the session must not cancel the app (a server does not).
+            with anyio.CancelScope(shield=True) as scope_of_the_app:
                 task_status.started(scope_of_the_app)
                 try:
                     await self.app(scope, receive, send_while_connected)
@@ -164,17 +172,24 @@ class OutsideWait:
                 finally:
                     done.set()
 
-        async with anyio.create_task_group() as tg:
-            app_scope: anyio.CancelScope = await tg.start(serve)
-            try:
-                await done.wait()
-            except anyio.get_cancelled_exc_class():
-                # The client closed the session (TestClient cancels it): the app goes on, as under a server.
-                gone = True
-                with anyio.CancelScope(shield=True):
-                    with anyio.move_on_after(self.waiter.wait_timeout):
+        closed_by_the_client = False
+        try:
+            async with anyio.create_task_group() as tg:
+                app_scope: anyio.CancelScope = await tg.start(serve)
+                try:
+                    await done.wait()
+                except anyio.get_cancelled_exc_class():
+                    # The client closed the session (TestClient cancels it): the app goes on, as under a server,
+                    # and the session has ended normally once the app returns; past the bound it is cancelled.
+                    gone = True
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(self.waiter.wait_timeout):
                         await done.wait()
-                app_scope.cancel()
+                    if not done.is_set():
+                        app_scope.cancel()
+                        raise
+                    closed_by_the_client = True
+        except anyio.get_cancelled_exc_class():
+            if not closed_by_the_client:
                 raise
         if outcome:
             raise outcome[0]

@@ -40,27 +40,49 @@ ACCEPTED_DIFFERENCES: dict[str, AcceptedDifference] = {
             "first step."
         ),
         reason=(
-            "Trio shuffles that order on purpose, from run to run; run mode begins their bodies in scheduling "
-            "order, so that a test can assert on it and never flakes, and runs them concurrently from there. "
-            "On asyncio, production's order is the scheduling order already."
+            "Trio shuffles that order on purpose, from run to run, and run mode starts tasks with production's "
+            "own spawn, so it shuffles them too: the two runs may differ. A test must not assert that order on "
+            "trio. On asyncio, the order is the scheduling order in both."
         ),
     ),
     "lifespan-not-running": AcceptedDifference(
         fields=("requests", "sent", "tasks.*"),
         what=(
-            "Whether a request that uses `Tasks` is refused when no lifespan of the app runs: under a bare "
-            "`TestClient(app)` (not in a `with` block) or httpx's `ASGITransport` without `LifespanManager`, "
-            "and in an app with its own `add_tasks(sub)` mounted in a parent without one (Starlette never runs a "
-            "mounted app's lifespan)."
+            "Whether a request that uses `Tasks` is refused when the app's lifespan does not run: under a bare "
+            "`TestClient(app)` (not in a `with` block) or httpx's `ASGITransport` without `LifespanManager`."
         ),
         reason=(
             "Production has no runtime then: the request fails with `FastAPITasksUninitializedAppError`, and no "
-            "task is scheduled. A bare test client still runs the tasks, as production runs them with the "
-            "lifespan (with the config of the app that called `add_tasks`), so that the docs' first test, a bare "
-            "`TestClient(app)`, works. A server runs the lifespan (uvicorn and hypercorn do unless told not to), "
-            "so only a test client leaves it out; but no server runs a mounted app's, so such an app fails under "
-            "the recorder as soon as the test client runs the lifespan. Spy mode needs the lifespan, as "
-            "production does."
+            "task is scheduled. A bare test client's call gets the runtime the lifespan would have built (the "
+            "app's own options and config) for the time of the call, so that the docs' first test, a bare "
+            "`TestClient(app)`, works; a server runs the lifespan (uvicorn and hypercorn do unless told not to), "
+            "so only a test client leaves it out. An app mounted in one without `add_tasks`, whose lifespan no "
+            "server runs, is refused under the recorder too, with or without the lifespan. Spy mode needs the "
+            "lifespan, as production does."
+        ),
+    ),
+    "nothing-outlives-a-bare-call": AcceptedDifference(
+        fields=(
+            "sent",
+            "tasks.*.status",
+            "tasks.*.result",
+            "tasks.*.exception",
+            "tasks.*.seen.*",
+            "logs.WARNING *",
+            "logs.INFO Background task * was cancelled before it started",
+        ),
+        what=(
+            "Without a lifespan (a bare test client), a task that would outlive its request: one `detach()`ed, "
+            "one of a call the client cancelled, and on trio the tasks of a WebSocket session that the client "
+            "closes while they run."
+        ),
+        reason=(
+            "In production such a task goes on in the app's task group, which the lifespan keeps. A call "
+            "served without the lifespan has a task group and runtime of its own, which end with the call: "
+            "the task is cancelled then (and logged, as a shutdown logs it); on trio, the tasks of a bare "
+            "`TestClient` WebSocket session are in the session's cancel scope, which the client cancels when it "
+            "closes the session, and a handler waiting for them is cancelled with them. Run the lifespan "
+            "(`with TestClient(app)`, or `LifespanManager`) to test a task that outlives its request."
         ),
     ),
     "scheduler-built-by-the-endpoint": AcceptedDifference(

@@ -368,6 +368,7 @@ SCENARIOS = [
         poller_app,
         script=_get_then_stop_the_poller,
         recorder_setup=_detach_the_poller,
+        accepted_bare=("nothing-outlives-a-bare-call",),
         expect=_answered_while_polling,
     ),
 ]

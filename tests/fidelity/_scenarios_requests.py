@@ -619,5 +619,6 @@ SCENARIOS = [
         "The client gives up while the endpoint's immediate task is still running.",
         request_cancelled_while_immediate_runs,
         script=_cancel_then_release,
+        accepted_bare=("nothing-outlives-a-bare-call",),
     ),
 ]
