@@ -143,5 +143,6 @@ def test_importing_the_toolkit_does_not_import_pytest() -> None:
 
 def test_the_plugin_is_registered_as_a_pytest11_entry_point() -> None:
     (entry_point,) = [ep for ep in importlib.metadata.entry_points(group="pytest11") if ep.name == "fastapi_tasks"]
-    assert entry_point.value == "fastapi_tasks_testing.plugin"
-    assert entry_point.load() is fastapi_tasks_testing.plugin
+    # A module of its own that loads the plugin, so that the plugin module can be named too (-p, pytest_plugins).
+    assert entry_point.value == "fastapi_tasks_testing._entry_point"
+    assert entry_point.load().pytest_plugins == ["fastapi_tasks_testing.plugin"]
