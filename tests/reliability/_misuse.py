@@ -461,7 +461,7 @@ SESSIONS: list[SessionMisuse] = [
         "marker: an unknown option",
         _PLAIN_TEST.format(marker="@pytest.mark.tasks_recorder(mode='record', retries=3)"),
         "TypeError: @pytest.mark.tasks_recorder got unknown option 'retries'; "
-        "its options are mode, expect_failures, config, strict.",
+        "its options are mode, expect_failures, config, strict, wait_timeout.",
     ),
     SessionMisuse(
         "marker: a positional option",
