@@ -1,6 +1,8 @@
-"""The pytest plugin: the `tasks_recorder` fixture, its marker and its ini option.
+"""The pytest plugin: the `tasks_recorder` fixture, its marker, its ini options and its teardown report.
 
-Registered through the `pytest11` entry point, so installing fastapi-tasks is enough.
+Loaded through the `pytest11` entry point `fastapi_tasks` (which names `_entry_point.py`, which
+loads this module), so installing fastapi-tasks is enough; `-p fastapi_tasks_testing.plugin` and
+`pytest_plugins = ["fastapi_tasks_testing.plugin"]` load it too.
 """
 
 from __future__ import annotations
