@@ -1,20 +1,28 @@
-from fastapi import FastAPI, WebSocket
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from fastapi_tasks import Tasks, add_tasks
 
 app = FastAPI()
 add_tasks(app)
 
+messages: list[str] = []
+closed: list[str] = []
 
-async def store_message(room: str, text: str) -> None: ...
+
+async def store_message(room: str, text: str) -> None:
+    messages.append(f"{room}: {text}")
 
 
-def close_room(room: str) -> None: ...
+def close_room(room: str) -> None:
+    closed.append(room)
 
 
 @app.websocket("/rooms/{room}")
 async def chat(websocket: WebSocket, room: str, tasks: Tasks) -> None:
     await websocket.accept()
-    text = await websocket.receive_text()
-    tasks.schedule(store_message, room, text)  # starts now
-    tasks.after_route.schedule(close_room, room)  # when this handler returns
-    await websocket.close()
+    try:
+        while True:
+            text = await websocket.receive_text()
+            tasks.schedule(store_message, room, text)  # starts now
+    except WebSocketDisconnect:
+        # The client left: starts when this handler returns.
+        tasks.after_route.schedule(close_room, room)
