@@ -176,21 +176,26 @@ class DispatchRecorder(DispatchQueries):
         where: Predicate | None = None,
         optional: bool = False,
     ) -> Fault:
-        """Make the matching dispatches of `job` fail as if the broker raised `exc`, to test its `on_error` for real.
+        """Make the matching dispatch attempts of `job` fail as if the broker raised `exc`, to test `on_error` for real.
 
-        The dispatch ends failed with a `DispatchError` chained to `exc`. These failures are
+        Each attempt of a dispatch meets the fault, as production's attempts meet the broker. An
+        `exc` that says the broker is unreachable (`ConnectionError`, `TimeoutError`, any `OSError`)
+        is retried under the same job id, as in production, until the dispatch's
+        `dispatch_deadline` (set a short one in the test); with `times=`, the attempt after the
+        last failing one is delivered. Any other `exc` fails the dispatch at once. A dispatch that
+        fails for good ends failed with a `DispatchError` chained to `exc`. These failures are
         expected: the plugin does not report them at teardown. A fault that applies to no
         dispatch by the end of the test fails it at teardown.
 
         Parameters:
             job: the job, or its name.
             exc: the exception (instance or class) the broker raises.
-            times: fail only the first `times` matching dispatches; by default every one.
+            times: fail only the first `times` matching attempts; by default every one.
             where: fail only the dispatches whose record satisfies this predicate.
             optional: when true, the fault may apply to no dispatch.
 
         Returns:
-            The fault; its `records` are the dispatches it applied to.
+            The fault; its `records` are the dispatches it applied to, once per attempt.
         """
         check_exception("fail_dispatch", exc)
         fault = Fault("fail_dispatch", job, exc, times=times, where=where, optional=optional)

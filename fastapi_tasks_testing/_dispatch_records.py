@@ -1,8 +1,10 @@
 """What the recorder keeps of an `enqueue()`: a `DispatchRecord` per dispatch, and what running the jobs gave.
 
 A dispatch is recorded in the same timeline as the tasks (its `kind` is "dispatch"); sending it
-only checks what the test injected (`fail_dispatch()`), unless in "spy" mode, where it reaches the
-real broker. `_dispatch.py` records the dispatches and runs their jobs.
+goes through production's retry (`DispatchTask._deliver`), whose every attempt checks what the test
+injected (`fail_dispatch()`), then, in "spy" mode only, reaches the real broker. An injected error
+that says the broker is unreachable is retried until the dispatch deadline, as in production.
+`_dispatch.py` records the dispatches and runs their jobs.
 """
 
 from __future__ import annotations
@@ -74,13 +76,25 @@ class DispatchRecord(TaskRecord, DispatchTask):
         recorder: DispatchKeeper = self._recorder
         if self._send_error is not None:
             raise dispatch_error(self, self._send_error) from self._send_error
-        fault = recorder._dispatch_fault_for(self)
-        if fault is not None:
-            raise dispatch_error(self, fault) from fault
-        if recorder.mode == "spy":
-            original_args, original_kwargs = self._original
-            return await DispatchTask._send(self, *original_args, **original_kwargs)
-        return None
+        spy = recorder.mode == "spy"
+        (original_args, original_kwargs), job, job_id, dispatcher = (
+            self._original,
+            self.func,
+            self.job_id,
+            self.dispatcher,
+        )
+
+        async def attempt() -> Any:
+            # Each attempt meets the injected fault, as each would meet the broker: an unreachable one
+            # (ConnectionError, TimeoutError, OSError) is retried until the deadline, as in production.
+            fault = recorder._dispatch_fault_for(self)
+            if fault is not None:
+                raise fault
+            if spy:
+                return await dispatcher.dispatch(job, job_id, original_args, original_kwargs)
+            return None
+
+        return await self._deliver(attempt)
 
 
 class JobRuns(list[DispatchRecord]):

@@ -1,9 +1,7 @@
 """Simulating an unreachable broker under the recorder, through `fail_dispatch()`: retried, then delivered or failed.
 
-Both tests wait for a change of the testing toolkit (issue 23): the recorder's dispatch raises an
-injected fault as a failed dispatch at once, without going through production's retry
-(`DispatchTask._deliver`). Once the recorder sends through `_deliver`, with the fault raised by
-each attempt, both pass and `xfail_strict` says so.
+The recorder sends through production's retry (`DispatchTask._deliver`), and each attempt meets
+the injected fault as it would meet the broker (issue 23).
 """
 
 from __future__ import annotations
@@ -20,11 +18,6 @@ from fastapi_tasks.errors import DispatchError
 from fastapi_tasks_testing import RecordingScheduler
 
 broker = InMemoryBroker()
-
-PENDING_TOOLKIT = pytest.mark.xfail(
-    strict=True,
-    reason="the recorder raises a fail_dispatch() fault without production's retry (toolkit change, issue 23)",
-)
 
 
 @broker.task(task_name="outage.receipt")
@@ -44,7 +37,6 @@ def app() -> FastAPI:
     return app
 
 
-@PENDING_TOOLKIT
 def test_an_unreachable_broker_is_retried_under_the_same_id_then_the_job_is_delivered(
     app: FastAPI, tasks_recorder: RecordingScheduler
 ) -> None:
@@ -57,7 +49,6 @@ def test_an_unreachable_broker_is_retried_under_the_same_id_then_the_job_is_deli
     assert fault.records == [record, record]  # two attempts refused, the third delivered
 
 
-@PENDING_TOOLKIT
 def test_a_broker_unreachable_past_the_deadline_fails_the_job_with_its_id(
     app: FastAPI, tasks_recorder: RecordingScheduler
 ) -> None:

@@ -17,7 +17,9 @@ def recorder() -> RecordingScheduler:
 def test_a_refused_dispatch_then_a_good_one(
     recorder: RecordingScheduler,
 ) -> None:
-    recorder.fail_dispatch(jobs.pack, ConnectionError("broker down"), times=1)
+    # A refusal that no retry fixes; an unreachable broker (ConnectionError)
+    # would be retried until the dispatch deadline, as in production.
+    recorder.fail_dispatch(jobs.pack, ValueError("message too large"), times=1)
 
     recorder.enqueue(jobs.pack, 1)
     recorder.enqueue(jobs.pack, 2)

@@ -1,7 +1,6 @@
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from fastapi_tasks.errors import DispatchError
 from fastapi_tasks_testing import RecordingScheduler
 
 from main import app as shop_app
@@ -42,12 +41,17 @@ def test_the_receipt_job_itself(tasks_recorder: RecordingScheduler) -> None:
     assert record.job_result == f"receipt 42, key {job_id}"
 
 
-def test_a_broker_outage_does_not_fail_the_order(
+def test_a_broker_outage_is_ridden_out(
     tasks_recorder: RecordingScheduler,
 ) -> None:
-    tasks_recorder.fail_dispatch(send_receipt, ConnectionError("broker down"))
+    # Unreachable twice, then back: retried under the same job id.
+    fault = tasks_recorder.fail_dispatch(
+        send_receipt, ConnectionError("broker down"), times=2
+    )
 
     response = TestClient(shop_app).post("/orders/42")
 
     assert response.status_code == 200
-    tasks_recorder.assert_failed(send_receipt, DispatchError)
+    record = tasks_recorder.assert_dispatched(send_receipt, 42)
+    assert record.job_id == response.json()["receipt_job"]
+    assert fault.records == [record, record]
