@@ -1,3 +1,4 @@
+import anyio
 from fastapi import FastAPI
 from fastapi_tasks import Tasks, add_tasks
 
@@ -18,3 +19,12 @@ def audit(event: str) -> None: ...
 async def invite(email: str, tasks: Tasks) -> None:
     tasks.after_route.schedule(audit, "invite")
     tasks.after_response.schedule(send_email, email)
+
+
+async def watch_prices() -> None:
+    await anyio.sleep_forever()  # a poller: runs until the app stops
+
+
+@app.post("/prices/watch")
+async def watch(tasks: Tasks) -> None:
+    tasks.schedule(watch_prices)

@@ -26,6 +26,24 @@ def test_run_mode(app: FastAPI, tasks_recorder: RecordingScheduler) -> None:
 # --8<-- [end:run]
 
 
+# --8<-- [start:detach]
+def test_a_poller_outlives_its_request(
+    app: FastAPI, tasks_recorder: RecordingScheduler
+) -> None:
+    tasks_recorder.detach(main.watch_prices)
+
+    with TestClient(app) as client:  # the app's lifespan runs
+        client.post("/prices/watch")  # returns without waiting for it
+        poller = tasks_recorder.assert_scheduled_once(main.watch_prices)
+        assert poller.status == "running"
+
+    # The app's shutdown cancelled it, as in production.
+    assert poller.status == "cancelled"
+
+
+# --8<-- [end:detach]
+
+
 # --8<-- [start:record]
 @pytest.mark.tasks_recorder(mode="record")
 def test_record_mode(app: FastAPI, tasks_recorder: RecordingScheduler) -> None:
