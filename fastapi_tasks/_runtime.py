@@ -13,11 +13,10 @@ from threading import get_ident
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import anyio.from_thread
-import anyio.lowlevel
 
 from ._callables import callable_name, is_async_callable
 from ._cancelling import in_shielded_section
+from ._compat import current_token, run_sync_on_loop, task_group_starter
 from ._context import RUNTIME_KEY, Serving
 from ._log import listing, logger, name_list
 from ._phases import Phase, TaskStatus
@@ -60,6 +59,7 @@ class Runtime:
     __slots__ = (
         "_create_task",
         "_idle",
+        "_start_in_group",
         "closed",
         "config",
         "limiter",
@@ -91,7 +91,7 @@ class Runtime:
         self.tg = tg
         self.config = config
         self.shutdown_timeout = shutdown_timeout
-        self.token = anyio.lowlevel.current_token()
+        self.token = current_token()
         self.thread = get_ident()
         # Sync task bodies and handlers get threads of their own: they never starve FastAPI's sync
         # endpoints and dependencies, which use anyio's default limiter.
@@ -118,6 +118,7 @@ class Runtime:
         # and supervises it itself: anyio's task group costs several times as much per task, in time
         # and memory. On trio, and for a task group the app passed in, tasks go through anyio.
         self._create_task = native_task_factory(eager_start) if native else None
+        self._start_in_group = task_group_starter(tg)
         if native:
             _BY_TASK_GROUP[tg] = self
 
@@ -168,7 +169,7 @@ class Runtime:
         """
         if get_ident() != self.thread:
             # A sync endpoint or task runs in a worker thread; task groups are not thread-safe.
-            anyio.from_thread.run_sync(self.submit, task, token=self.token)
+            run_sync_on_loop(self.token, self.submit, task)
             return
         if self.closed:
             raise shutdown_error(task.name)
@@ -177,7 +178,7 @@ class Runtime:
     def start_tasks(self, tasks: list[Task[..., Any]], phase: Phase) -> None:
         """Start a batch's tasks; after shutdown, cancel them (logged at WARNING), never raise."""
         if get_ident() != self.thread:
-            anyio.from_thread.run_sync(self.start_tasks, tasks, phase, token=self.token)
+            run_sync_on_loop(self.token, self.start_tasks, tasks, phase)
             return
         if not self.closed:
             for task in tasks:
@@ -211,7 +212,7 @@ class Runtime:
             handle = self._create_task(run_unshielded(task, self), name=name)
         else:
             runner = run_task if task.config.shield else run_unshielded
-            handle = self.tg.create_task(runner(task, self), name=name)
+            handle = self._start_in_group(runner(task, self), name=name)
         status = task._status
         if status is _PENDING or status is _RUNNING:  # an eagerly started task may have run to its end already
             task._handle = handle

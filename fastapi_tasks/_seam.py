@@ -17,12 +17,17 @@ What crosses the seam:
 - how the `Tasks` dependency resolves a request's runtime (`resolve_runtime`, `tasks_added`,
   `resolution_watchers`);
 - the dispatch core that `enqueue()` uses (`prepare_dispatch`, `find_dispatcher`, `dispatch_error`);
-- how tasks and failures are named in logs (`callable_name`, `describe_exception`, `logger`).
+- how tasks and failures are named in logs (`callable_name`, `describe_exception`, `logger`);
+- what differs between the FastAPI and anyio versions supported (`_compat.py`): where a request's
+  stack closed once the response was sent lives (`REQUEST_STACK_KEY`), calls into the event loop from
+  another thread (`current_token`, `run_on_loop`) and the errors anyio raises there (`NoEventLoopError`,
+  `RunFinishedError`).
 """
 
 from __future__ import annotations
 
 from ._callables import callable_name, is_async_callable
+from ._compat import REQUEST_STACK_KEY, NoEventLoopError, RunFinishedError, current_token, run_on_loop
 from ._context import CONFIG_KEY, NEW_RUNTIME_KEY, RUNTIME_KEY, TG_KEY, Serving, serving
 from ._dispatch import dispatch_error
 from ._log import describe_exception, logger
@@ -35,11 +40,15 @@ from .scheduler import push_at_bottom
 __all__ = [
     "CONFIG_KEY",
     "NEW_RUNTIME_KEY",
+    "REQUEST_STACK_KEY",
     "RUNTIME_KEY",
     "TG_KEY",
+    "NoEventLoopError",
+    "RunFinishedError",
     "Runtime",
     "Serving",
     "callable_name",
+    "current_token",
     "describe_exception",
     "dispatch_error",
     "find_dispatcher",
@@ -49,6 +58,7 @@ __all__ = [
     "push_at_bottom",
     "resolution_watchers",
     "resolve_runtime",
+    "run_on_loop",
     "run_task",
     "serving",
     "tasks_added",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import anyio
@@ -12,6 +13,7 @@ from fastapi import Depends, FastAPI
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ._compat import LEGACY_STACKS, REQUEST_STACK_KEY, check_fastapi
 from ._context import CONFIG_KEY, NEW_RUNTIME_KEY, RUNTIME_KEY, TG_KEY, Serving, serving
 from ._runtime import DEFAULT_MAX_THREADS, Runtime
 from .config import TaskConfig
@@ -86,6 +88,29 @@ class _TasksMiddleware:
                     await runtime.shutdown()
 
 
+class _LegacyTasksMiddleware(_TasksMiddleware):
+    """`_TasksMiddleware` for FastAPI before 0.118, which closes no stack once the response was sent.
+
+    It opens that stack itself, around the app (see `_compat.py`), where `TasksScheduler` finds it.
+    """
+
+    __slots__ = ()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(scope, receive, send)
+            return
+        holder = Serving(scope, self.new_runtime)
+        token = serving.set(holder)
+        try:
+            async with AsyncExitStack() as stack:
+                scope[REQUEST_STACK_KEY] = stack
+                await self.app(scope, receive, send)
+        finally:
+            holder.scope = None
+            serving.reset(token)
+
+
 async def _startup_failed(receive: Receive, send: Send, exc: BaseException) -> NoReturn:
     # Told to the server as the lifespan protocol asks: an app that raises before its first receive()
     # is taken for one without lifespan support, and served without its lifespan (and its tasks).
@@ -133,9 +158,12 @@ def add_tasks(
         ValueError: `shutdown_timeout` is negative, `max_threads` or `max_pending` below 1.
         FastAPITasksError: `eager_start` on a Python older than 3.12 (and, once the app starts, on trio).
         FastAPITasksAlreadyInstalledError: `add_tasks` was already called on `app`.
+        FastAPITasksError: the installed FastAPI is 0.118 to 0.120, which fastapi-tasks does not support
+            (it closes nothing when the endpoint returns: `after_route` cannot work).
     """
     if not isinstance(app, FastAPI):
         raise TypeError(f"add_tasks() needs a FastAPI app, not {app!r}")
+    check_fastapi()
     if config is not None and not isinstance(config, TaskConfig):
         raise TypeError(f"config must be a TaskConfig, not {config!r}")
     if shutdown_timeout is not None:
@@ -180,7 +208,7 @@ def add_tasks(
         log_exception_messages=log_exception_messages,
     )
     setattr(app.state, NEW_RUNTIME_KEY, new_runtime)
-    app.add_middleware(_TasksMiddleware, new_runtime=new_runtime)
+    app.add_middleware(_LegacyTasksMiddleware if LEGACY_STACKS else _TasksMiddleware, new_runtime=new_runtime)
 
 
 def resolve_runtime(scope: Scope) -> Runtime:

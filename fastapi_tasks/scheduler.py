@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._callables import callable_name
+from ._compat import LEGACY_STACKS, REQUEST_STACK_KEY, LegacyExits, legacy_function_stack
 from ._context import RUNTIME_KEY, serving
 from ._phases import Phase
 from ._runtime import Runtime, runtime_of, shutdown_error
@@ -138,6 +139,11 @@ class TasksScheduler(Schedulable):
             return
         function_stack = scope.get("fastapi_function_astack")
         request_stack = scope.get("fastapi_inner_astack")
+        route_exit, response_exit = self._route_exit, self._response_exit
+        if function_stack is None and LEGACY_STACKS:
+            function_stack, request_stack = legacy_function_stack(scope), scope.get(REQUEST_STACK_KEY)
+            exits = LegacyExits(route_exit, response_exit)
+            route_exit, response_exit = exits.route, exits.response
         if function_stack is None or request_stack is None:
             raise FastAPITasksError(
                 f"Cannot bind a TasksScheduler to {scope['type']} {scope.get('path', '')!r}: the scope has no "
@@ -146,8 +152,8 @@ class TasksScheduler(Schedulable):
                 "scheduler from the Tasks dependency, which sees the endpoint's own scope."
             )
         self._kind = _BOUND
-        push_at_bottom(function_stack, self._route_exit)
-        push_at_bottom(request_stack, self._response_exit)
+        push_at_bottom(function_stack, route_exit)
+        push_at_bottom(request_stack, response_exit)
 
     def _route_started(self) -> bool:
         batch = self._route

@@ -9,10 +9,10 @@ from threading import get_ident
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, cast
 
 import anyio
-import anyio.from_thread
 
 from ._callables import callable_name, generator_function, is_async_callable, is_generator_function, not_callable
 from ._cancelling import cancel_asyncio_task
+from ._compat import new_event, run_sync_on_loop
 from ._log import logger
 from ._phases import Phase, TaskStatus
 from .config import DEFAULT_CONFIG, TaskConfig, TaskErrorHandler
@@ -192,7 +192,7 @@ class Task(Generic[P, T]):
             return  # without going through the event loop, which may have ended with the app
         runtime = self._runtime
         if runtime is not None and get_ident() != runtime.thread:
-            anyio.from_thread.run_sync(self._cancel, token=runtime.token)
+            run_sync_on_loop(runtime.token, self._cancel)
         else:
             self._cancel()
 
@@ -257,7 +257,7 @@ class Task(Generic[P, T]):
 def _new_event(is_set: bool) -> anyio.Event:
     # Made in a worker thread (a sync endpoint or task), anyio gives an event that binds to the
     # event loop on first use.
-    event = anyio.Event()
+    event = new_event()
     if is_set:
         event.set()
     return event

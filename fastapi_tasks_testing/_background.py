@@ -2,7 +2,7 @@
 
 FastAPI creates a request's `BackgroundTasks` while it solves the endpoint's dependencies, in
 `fastapi.dependencies.utils.solve_dependencies`, which looks the class up in its module's globals
-(FastAPI 0.121 to 0.165 at least). Starlette calls it once the response has been sent: one task
+(FastAPI 0.109 to 0.165 at least). Starlette calls it once the response has been sent: one task
 after another, the first exception stopping the rest.
 
 While a recorder is installed, that module global is `RecordingBackgroundTasks`: a subclass that
@@ -17,6 +17,7 @@ import inspect
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
 from types import FrameType, TracebackType
 from typing import Any, ParamSpec, Protocol
 
@@ -31,7 +32,7 @@ from starlette.routing import BaseRoute, Host, Mount
 from starlette.types import Scope
 
 from fastapi_tasks import Phase, TaskConfig, TaskStatus
-from fastapi_tasks._seam import is_async_callable, run_task
+from fastapi_tasks._seam import REQUEST_STACK_KEY, is_async_callable, run_task
 from fastapi_tasks.errors import FastAPITasksError
 
 from ._records import RequestInfo, TaskKeeper, TaskRecord
@@ -117,6 +118,8 @@ class RecordingBackgroundTasks(BackgroundTasks):
     def __init__(self, tasks: Sequence[BackgroundTask] | None = None) -> None:
         super().__init__(tasks)
         self._recorded = _bind(sys._getframe(1))
+        if self._recorded is not None:
+            self._recorded.background = self
 
     def add_task(self, func: Callable[P, Any], *args: P.args, **kwargs: P.kwargs) -> None:
         """Add `func(*args, **kwargs)`, to be run after the response has been sent, and record it."""
@@ -140,16 +143,30 @@ class RecordingBackgroundTasks(BackgroundTasks):
 class _RequestTasks:
     """One request's `BackgroundTasks` as its recorder sees them."""
 
-    def __init__(self, recorder: BackgroundRecorder, connection: HTTPConnection) -> None:
+    def __init__(
+        self, recorder: BackgroundRecorder, connection: HTTPConnection, function_stack: AsyncExitStack | None
+    ) -> None:
         self.recorder = recorder
         self.request = RequestInfo.from_scope(connection.scope)
         self.websocket = connection.scope["type"] == "websocket"
         self.pairs: list[tuple[BackgroundTask, BackgroundTaskRecord]] = []
         self.run_order: list[BackgroundTaskRecord] = []
         self.called = False
+        self.background: BackgroundTasks | None = None
         # The request's exit stack closes once the response (and its background) is done, or the
         # request failed: then whatever Starlette did not run is known never to run.
-        connection.scope["fastapi_inner_astack"].push(self._request_ended)
+        stack = connection.scope.get(REQUEST_STACK_KEY)
+        # FastAPI before 0.118, on an app without add_tasks: nothing closes once the response was sent;
+        # the stack closed once the endpoint has returned tells whether the request failed.
+        self.early_end = stack is None
+        if stack is None:
+            stack = function_stack
+        if stack is None:
+            raise FastAPITasksError(
+                f"tasks_recorder cannot follow a request's BackgroundTasks on FastAPI {fastapi.__version__}: the "
+                "request has no exit stack. Please report this to fastapi-tasks, with your FastAPI version."
+            )
+        stack.push(self._request_ended)
 
     def add(self, task: BackgroundTask, record: BackgroundTaskRecord) -> None:
         record._group = self
@@ -197,6 +214,11 @@ class _RequestTasks:
     ) -> None:
         if self.called:
             return
+        if self.early_end and exc_type is None and not self.websocket:
+            # The response is built but not sent yet: it runs them, unless it has a background of its own.
+            response = _handler_response()
+            if response is None or response.background is self.background:
+                return
         if self.websocket:
             reason = "FastAPI never runs a WebSocket endpoint's BackgroundTasks"
         elif exc_type is not None:
@@ -237,6 +259,20 @@ class _Spied(BackgroundTask):
         record._set_ended(TaskStatus.SUCCEEDED)
 
 
+def _handler_response() -> Any:
+    # FastAPI before 0.118: the response the request handler built inside the stack now closing.
+    import fastapi.routing as fastapi_routing
+
+    frame: FrameType | None = sys._getframe(2)
+    for _ in range(10):
+        if frame is None:
+            return None
+        if frame.f_globals is vars(fastapi_routing) and "response" in frame.f_locals:
+            return frame.f_locals["response"]
+        frame = frame.f_back
+    return None  # pragma: no cover - the handler's frame is two or three up
+
+
 def _bind(frame: FrameType | None) -> _RequestTasks | None:
     # solve_dependencies calls BackgroundTasks() directly: the caller's frame holds the request.
     request = frame.f_locals.get("request") if frame is not None and frame.f_globals is vars(fastapi_utils) else None
@@ -252,7 +288,9 @@ def _bind(frame: FrameType | None) -> _RequestTasks | None:
         for watch in list(_unclaimed_watchers):
             watch(request.scope)  # it may refuse the request
         return None
-    return _RequestTasks(recorders[-1], request)
+    # FastAPI before 0.118 has the stack it closes once the endpoint returned only here, in solve_dependencies.
+    stack = None if REQUEST_STACK_KEY in request.scope or frame is None else frame.f_locals.get("async_exit_stack")
+    return _RequestTasks(recorders[-1], request, stack if isinstance(stack, AsyncExitStack) else None)
 
 
 def _hook_problem() -> str | None:

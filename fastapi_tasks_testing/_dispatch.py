@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 
 from fastapi_tasks import Phase, TaskConfig, TaskStatus
-from fastapi_tasks._seam import find_dispatcher, prepare_dispatch
+from fastapi_tasks._seam import NoEventLoopError, find_dispatcher, prepare_dispatch
 
 from ._assertions import RecordQueries
 from ._dispatch_records import DispatchRecord, JobRuns
@@ -306,7 +306,7 @@ class DispatchRecorder(DispatchQueries):
         """`run_dispatched()` for a sync test: runs the jobs in an event loop of their own."""
         try:
             anyio.get_current_task()
-        except anyio.NoEventLoopError:
+        except NoEventLoopError:
             return anyio.run(lambda: self.run_dispatched(job, collect_errors=collect_errors, follow=follow))
         raise RuntimeError(
             "run_dispatched_sync() was called inside an event loop; "

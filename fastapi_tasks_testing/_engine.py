@@ -19,11 +19,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
-from anyio.lowlevel import current_token
 from starlette.types import Scope
 
 from fastapi_tasks import Phase, Task, TaskConfig
-from fastapi_tasks._seam import RUNTIME_KEY, TG_KEY, Runtime, Serving, callable_name
+from fastapi_tasks._seam import RUNTIME_KEY, TG_KEY, Runtime, Serving, callable_name, current_token
 
 from ._records import RequestInfo, TaskRecord
 

@@ -6,9 +6,8 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import anyio
-import anyio.from_thread
 
-from fastapi_tasks._seam import Runtime
+from fastapi_tasks._seam import NoEventLoopError, RunFinishedError, Runtime, run_on_loop
 
 __all__ = ["check_no_running_loop", "on_the_apps_loop"]
 
@@ -19,8 +18,8 @@ def on_the_apps_loop(real: Runtime | None, func: Callable[[], Coroutine[Any, Any
     """Run `func()` on the loop of the app's runtime `real` while it runs, else in an event loop of its own."""
     if real is not None and not real.closed:
         try:
-            return anyio.from_thread.run(func, token=real.token)
-        except anyio.RunFinishedError:
+            return run_on_loop(real.token, func)  # type: ignore[no-any-return]
+        except RunFinishedError:
             pass  # the app's loop has ended since
     return anyio.run(func)
 
@@ -33,7 +32,7 @@ def check_no_running_loop(name: str, async_name: str) -> None:
     """
     try:
         anyio.get_current_task()
-    except anyio.NoEventLoopError:
+    except NoEventLoopError:
         return
     raise RuntimeError(
         f"{name}() was called inside an event loop; in an async test use `await {async_name}()` instead."

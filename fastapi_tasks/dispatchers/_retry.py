@@ -190,7 +190,7 @@ async def retry(
             attempts.count += 1
             attempts.in_flight = True
             try:
-                with anyio.move_on_at(min(anyio.current_time() + attempt_timeout, deadline)) as scope:
+                with anyio.CancelScope(deadline=min(anyio.current_time() + attempt_timeout, deadline)) as scope:
                     try:
                         result = await attempt()
                     except Exception as exc:
@@ -232,7 +232,7 @@ async def _wait_turn(gate: Gate, attempts: Attempts, deadline: float, max_waitin
             if probing or not gate.probing:
                 gate.probing = probing = True
                 try:
-                    with anyio.move_on_at(deadline):
+                    with anyio.CancelScope(deadline=deadline):
                         await anyio.sleep(gate.backoff)
                 except BaseException:
                     gate.release_probe()
@@ -242,7 +242,7 @@ async def _wait_turn(gate: Gate, attempts: Attempts, deadline: float, max_waitin
                     gate.release_probe()
                     raise GaveUp("deadline")
                 return True
-            with anyio.move_on_at(deadline):
+            with anyio.CancelScope(deadline=deadline):
                 await gate.changed()
             if anyio.current_time() >= deadline:
                 raise GaveUp("deadline")

@@ -27,8 +27,6 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
-import anyio.from_thread
-import anyio.lowlevel
 import anyio.to_thread
 from anyio.lowlevel import RunVar
 from celery import Task as CeleryTask
@@ -36,6 +34,7 @@ from celery.signals import task_postrun
 from celery.utils import uuid
 from kombu.serialization import dumps, loads
 
+from .._compat import current_token, run_sync_on_loop
 from .._dispatch import dispatch_waiting_for
 from ._retry import DEFAULT_MAX_WAITING
 
@@ -174,7 +173,7 @@ class CeleryDispatcher:
         """
         limiter = self.limiter()
         done = anyio.Event()  # also the borrower of the thread's token
-        token = anyio.lowlevel.current_token()
+        token = current_token()
         outcome: list[Any] = []
         # Given up with the attempt (its timeout, shutdown): a thread that has not begun to publish by
         # then publishes nothing, so a job reported as not sent is never sent later.
@@ -202,7 +201,7 @@ class CeleryDispatcher:
             # The token goes back only now: a thread abandoned at the timeout still counts until here.
             # RuntimeError: the event loop is gone, and its limiter with it.
             with contextlib.suppress(RuntimeError):
-                anyio.from_thread.run_sync(finished, token=token)
+                run_sync_on_loop(token, finished)
 
         try:
             _workers.submit(send)
