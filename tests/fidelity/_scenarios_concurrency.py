@@ -7,14 +7,19 @@ other or are cancelled while they run, and tasks that outlive their request (iss
 import asyncio
 import contextvars
 from collections.abc import Callable
+from typing import Any
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
+import anyio.to_thread
+import sniffio
 import trio
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from fastapi_tasks import Tasks
+from fastapi_tasks import Task, TaskConfig, Tasks, TasksScheduler
 from fastapi_tasks_testing import RecordingScheduler
 
 from ._harness import HANG_GUARD, Client, Outcome, Probe, Scenario, new_app, statuses, task_outcome
@@ -318,6 +323,101 @@ def _statuses(expected: dict[str, str]) -> Callable[[Outcome], None]:
     return expect
 
 
+# --- schedulers built in helper tasks of a background task --------------------------------------
+
+
+class RequestReturnedMiddleware:
+    """Pure ASGI middleware, outside `add_tasks`'s, that sets "the request returned" once the app's call is over."""
+
+    def __init__(self, app: ASGIApp, probe: Probe) -> None:
+        self.app = app
+        self.probe = probe
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            if scope["type"] == "http":
+                self.probe.signal("the request returned").set()
+
+
+HELPER_TIMINGS = ("while-streaming", "after-the-request")
+
+
+def helper_task_schedulers_app(probe: Probe) -> FastAPI:
+    """Issue 21 #3: background tasks that build schedulers in helper tasks (a task group's task, a worker
+    thread, and on asyncio `asyncio.gather`), while the response streams and after the request's call returned.
+
+    Each helper builds `TasksScheduler()`, schedules an immediate task and an after_route task (whose batch,
+    bound to no request, it starts by hand), and builds `TasksScheduler(tg)` on the app's task group, whose
+    task fails: both must be the app's (its on_error, its shutdown), never the ended request's.
+    """
+
+    async def handled(task: Task[..., Any], exc: Exception) -> None:
+        probe.see(task.name, handled_by_the_apps_on_error=str(exc))
+
+    app = new_app(probe, config=TaskConfig(on_error=handled))
+    app.add_middleware(RequestReturnedMiddleware, probe=probe)
+
+    async def child(label: str) -> str:
+        await anyio.lowlevel.checkpoint()
+        return label
+
+    async def fails(label: str) -> None:
+        await anyio.lowlevel.checkpoint()
+        raise ValueError(label)
+
+    def build(label: str, tg: anyio.abc.TaskGroup) -> None:
+        tasks = TasksScheduler()
+        probe.keep(tasks.task(name=f"{label}-immediate").schedule(child, label))
+        probe.keep(tasks.after_route.task(name=f"{label}-after-route").schedule(child, label))
+        tasks.after_route.__start__(tasks)  # bound to no request: started by hand
+        probe.keep(TasksScheduler(tg).task(name=f"{label}-from-tg").schedule(fails, label))
+
+    async def build_here(label: str, tg: anyio.abc.TaskGroup) -> None:
+        build(label, tg)
+
+    async def background(when: str, tg: anyio.abc.TaskGroup) -> None:
+        await probe.signal("streaming" if when == "while-streaming" else "the request returned").wait()
+        async with anyio.create_task_group() as helpers:
+            helpers.start_soon(build_here, f"{when}-task-group", tg)
+        await anyio.to_thread.run_sync(build, f"{when}-to-thread", tg)
+        if sniffio.current_async_library() == "asyncio":
+            await asyncio.gather(build_here(f"{when}-gather", tg))
+        probe.signal(f"built {when}").set()
+
+    @app.get("/")
+    async def endpoint(request: Request, tasks: Tasks) -> StreamingResponse:
+        tg = request.state.fastapi_tasks_tg
+        for when in HELPER_TIMINGS:
+            probe.keep(tasks.task(name=when).schedule(background, when, tg))
+
+        async def stream() -> Any:
+            probe.signal("streaming").set()
+            await probe.signal("built while-streaming").wait()
+            yield b"streamed"
+
+        return StreamingResponse(stream())
+
+    return app
+
+
+def _helper_schedulers_bound_to_the_app(outcome: Outcome) -> None:
+    assert outcome["requests"] == ["GET /: 200", "GET /: body 'streamed'"]
+    helpers = ["task-group", "to-thread", *(["gather"] if "while-streaming-gather-from-tg" in outcome["tasks"] else [])]
+    expected: dict[str, object] = dict.fromkeys(HELPER_TIMINGS, "succeeded")
+    for when in HELPER_TIMINGS:
+        for helper in helpers:
+            label = f"{when}-{helper}"
+            expected |= {f"{label}-immediate": "succeeded", f"{label}-after-route": "succeeded"}
+            expected[f"{label}-from-tg"] = "failed"
+            fields = task_outcome(outcome, f"{label}-from-tg")
+            # The app's runtime: the app-wide on_error, inherited and called.
+            assert fields["config.on_error"] == "handled", fields
+            assert fields["seen.handled_by_the_apps_on_error"] == label, fields
+    assert statuses(outcome) == expected
+
+
 SCENARIOS = [
     Scenario(
         "context-as-production-gives-it",
@@ -370,5 +470,14 @@ SCENARIOS = [
         recorder_setup=_detach_the_poller,
         accepted_bare=("nothing-outlives-a-bare-call",),
         expect=_answered_while_polling,
+    ),
+    Scenario(
+        "helper-task-schedulers",
+        "Issue 21 #3: background tasks build TasksScheduler() and TasksScheduler(tg) in helper tasks (a task group, "
+        "to_thread, asyncio.gather) while the response streams and after the request's call returned: immediate "
+        "tasks, an after_route batch started by hand, and the app's on_error for a failure.",
+        helper_task_schedulers_app,
+        script=_get_root_text,
+        expect=_helper_schedulers_bound_to_the_app,
     ),
 ]
