@@ -7,9 +7,11 @@
 It runs the scenarios of `tests/reliability/` (the CI runs them at 5,000 requests and one round):
 a load run; the same load with 1% of the tasks ending in a `BaseException` or a foreign
 cancellation; the latency of a sync endpoint idle and while 100 slow sync tasks run; the fault
-matrix; every misuse. It prints a table of figures and writes it into the README's
-"## Reliability" section, and exits non-zero when any check failed, any request starved or any
-task was lost. Speeds and latencies are measured for scale only; nothing is asserted on them.
+matrix, issue 21's faults included (failures that cannot be logged, cancels that hit shields and
+threads, schedulers built in helper tasks); a flood against `max_pending`; every misuse. It prints
+a table of figures and writes it into the README's "## Reliability" section, and exits non-zero
+when any check failed, any request starved or any task was lost. Speeds and latencies are
+measured for scale only; nothing is asserted on them.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # The scenarios live in the test suite (`tests/` is a namespace package, `tests/reliability/` a package).
 sys.path.insert(0, str(ROOT))
 
+from tests.reliability import _faults_v3 as faults_v3  # noqa: E402
 from tests.reliability import _misuse, _scenarios  # noqa: E402
 
 README = ROOT / "README.md"
@@ -46,6 +49,10 @@ STARVATION_TARGET = 2.0
 """The sync endpoint's p99 while the slow sync tasks run may be at most this many times its idle p99."""
 FAULT_EVERY = 100
 """One task in 100 of the faulty load run ends with a `BaseException` or a foreign cancellation."""
+FLOOD_CLIENTS = 20
+FLOOD_MAX_PENDING = 20
+FLOOD_TASK_SECONDS = 0.05
+"""The flood: this many clients at once, against `max_pending=FLOOD_MAX_PENDING`, each task taking this long."""
 
 
 @dataclass
@@ -68,12 +75,15 @@ class Figures:
     fault_scenarios: int = 0
     faults: int = 0
     fault_tasks: Counter[str] = field(default_factory=Counter)
+    v3_tasks: Counter[str] = field(default_factory=Counter)
+    flood: faults_v3.FloodResult | None = None
     misuses: int = 0
     failures: list[str] = field(default_factory=list)
 
     @property
     def tasks_lost(self) -> int:
-        return self.tasks_expected - self.tasks_ran + self.faulty_tasks_expected - self.faulty_tasks_ran
+        flood_lost = self.flood.lost if self.flood is not None else 0
+        return self.tasks_expected - self.tasks_ran + self.faulty_tasks_expected - self.faulty_tasks_ran + flood_lost
 
 
 class _Collector(logging.Handler):
@@ -159,6 +169,37 @@ async def _faults(figures: Figures, collector: _Collector, rounds: int, live: bo
         figures.fault_tasks.update(result.accounting)
 
 
+_V3_ROWS = {
+    "unloggable failures": "unloggable",
+    "cancel hits shields and threads": "held",
+    "shutdown hits shields and threads": "held",
+    "helper-task schedulers": "helpers",
+}
+
+
+async def _faults_v3(figures: Figures, collector: _Collector, rounds: int, live: bool) -> None:
+    for result in await faults_v3.v3_matrix(lambda: collector.records, live=live, rounds=rounds):
+        figures.fault_scenarios += 1
+        figures.faults += result.faults
+        figures.fault_tasks.update(result.accounting)
+        # The scenario's own tasks, without the probes that follow each fault (3 tasks each).
+        figures.v3_tasks[_V3_ROWS[result.scenario]] += sum(result.accounting.values()) - 3 * result.probes
+
+
+async def _flood(figures: Figures, collector: _Collector, requests: int) -> None:
+    result = await faults_v3.run_flood(
+        lambda: collector.records,
+        live=True,
+        requests=requests,
+        concurrency=FLOOD_CLIENTS,
+        max_pending=FLOOD_MAX_PENDING,
+        seconds=FLOOD_TASK_SECONDS,
+    )
+    figures.flood = result
+    if result.lost or result.other or result.most_running > FLOOD_MAX_PENDING:
+        figures.failures.append(f"flood against max_pending: {result}")
+
+
 def _misuses(figures: Figures) -> None:
     for misuse in _misuse.CALLS:
         figures.misuses += 1
@@ -210,8 +251,25 @@ def _starvation_rows(result: _scenarios.StarvationResult | None) -> list[tuple[s
     ]
 
 
+def _flood_rows(flood: faults_v3.FloodResult | None) -> list[tuple[str, str]]:
+    label = (
+        f"flood: requests from {FLOOD_CLIENTS} clients at once, each scheduling a task of "
+        f"{FLOOD_TASK_SECONDS * 1000:g} ms, against `max_pending={FLOOD_MAX_PENDING}` (real uvicorn)"
+    )
+    if flood is None:
+        return [(label, "not measured (see failures)")]
+    return [
+        (label, f"{flood.requests:,}"),
+        ("… accepted (200), their tasks run", f"{flood.accepted:,}"),
+        ("… refused with 503 (`BacklogFullError`), no task made", f"{flood.refused:,}"),
+        ("… most tasks running at once", f"{flood.most_running:,}"),
+        ("… accepted tasks lost", f"{flood.lost:,}"),
+    ]
+
+
 def _table(figures: Figures, settings: str) -> list[str]:
     accounted = figures.fault_tasks
+    v3 = figures.v3_tasks
     rows = [
         ("requests served under load (real uvicorn, 20 concurrent connections)", f"{figures.requests:,}"),
         ("tasks scheduled under load (one per phase per request)", f"{figures.tasks_expected:,}"),
@@ -238,6 +296,22 @@ def _table(figures: Figures, settings: str) -> list[str]:
         ("… failed with a `BaseException` and logged", f"{accounted['failed+logged']:,}"),
         ("… cancelled and logged", f"{accounted['cancelled+logged']:,}"),
         ("… discarded (endpoint raised) and logged", f"{accounted['discarded+logged']:,}"),
+        (
+            "… among them, tasks whose failure could not be logged as it was (`str()` raising, a raising "
+            "filter, `RecursionError` while logging): failed, logged and handled",
+            f"{v3['unloggable']:,}",
+        ),
+        (
+            "… among them, tasks cancelled (`task.cancel()`, shutdown) in a shielded section, a thread wait "
+            "or a sync `on_error`: each ended only once it was over",
+            f"{v3['held']:,}",
+        ),
+        (
+            "… among them, tasks of schedulers built in helper tasks (task group, `to_thread`, "
+            "`asyncio.gather`) of a background task: each on the app's runtime",
+            f"{v3['helpers']:,}",
+        ),
+        *_flood_rows(figures.flood),
         ("misuse inputs tried (each refused with its exact message)", f"{figures.misuses:,}"),
         ("failures", f"{len(figures.failures):,}"),
         ("**tasks lost**", f"**{figures.tasks_lost:,}**"),
@@ -245,11 +319,14 @@ def _table(figures: Figures, settings: str) -> list[str]:
     intro = (
         "What happens to background tasks under load, faults (tasks and `on_error` handlers that raise, "
         "also `BaseException`s that are not `Exception`s and, on asyncio, cancellations that did not come "
-        "from us; sync tasks failing in worker threads, `task.cancel()` from outside, clients leaving "
+        "from us; sync tasks failing in worker threads, failures that cannot be logged as they are, "
+        "`task.cancel()` from outside, also on tasks in shielded sections, thread waits and sync "
+        "`on_error` handlers, schedulers built in helper tasks of a background task, clients leaving "
         "mid-request and mid-stream, shutdown with tasks of every phase in flight, with and without a "
-        "grace period), slow sync tasks beside sync endpoints, and bad input. Every task is accounted "
-        "for: it succeeded, failed and was logged (and handled, for an `Exception`), or was cancelled "
-        "or discarded and logged."
+        "grace period), slow sync tasks beside sync endpoints, a flood of clients against `max_pending`, "
+        "and bad input. Every task is accounted for: it succeeded, failed and was logged (and handled, "
+        "for an `Exception`), or was cancelled or discarded and logged; a task refused by `max_pending` "
+        "was never made, and its client got a 503."
     )
     rate = figures.requests / figures.load_seconds if figures.load_seconds else 0.0
     note = (
@@ -294,11 +371,17 @@ def main() -> int:
         type=int,
         help="rounds of 50 idle and 50 busy requests to the sync endpoint (default 40; 6 with --quick)",
     )
+    parser.add_argument(
+        "--flood-requests",
+        type=int,
+        help="requests in the flood against max_pending (default 5,000; 1,000 with --quick)",
+    )
     parser.add_argument("--no-readme", action="store_true", help="print the figures, leave README.md alone")
     args = parser.parse_args()
     requests = args.requests or (2_000 if args.quick else 20_000)
     rounds = args.rounds or (1 if args.quick else 3)
     latency_rounds = args.latency_rounds or (6 if args.quick else 40)
+    flood_requests = args.flood_requests or (1_000 if args.quick else 5_000)
 
     collector = _quiet_logs()
     figures = Figures()
@@ -312,17 +395,31 @@ def main() -> int:
         gc.collect()
         await _guarded(figures, "faults, live", lambda: _faults(figures, collector, rounds, live=True))
         await _guarded(figures, "faults, in-process", lambda: _faults(figures, collector, rounds, live=False))
+        await _guarded(figures, "issue 21 faults, live", lambda: _faults_v3(figures, collector, rounds, live=True))
+        await _guarded(
+            figures, "issue 21 faults, in-process", lambda: _faults_v3(figures, collector, rounds, live=False)
+        )
+        gc.collect()
+        await _guarded(figures, "flood", lambda: _flood(figures, collector, flood_requests))
 
     anyio.run(run)
     # The in-process fault matrix on trio too (uvicorn serves on asyncio only).
     anyio.run(
         _guarded, figures, "faults, in-process trio", lambda: _faults(figures, collector, rounds, False), backend="trio"
     )
+    anyio.run(
+        _guarded,
+        figures,
+        "issue 21 faults, in-process trio",
+        lambda: _faults_v3(figures, collector, rounds, False),
+        backend="trio",
+    )
     _misuses(figures)
 
     settings = (
         f"{requests:,} requests per load run; {latency_rounds} rounds of 50 idle and 50 busy requests to the "
-        f"sync endpoint; the fault matrix {rounds} time(s) on uvicorn and in-process on asyncio and trio"
+        f"sync endpoint; the fault matrix {rounds} time(s) on uvicorn and in-process on asyncio and trio; "
+        f"a flood of {flood_requests:,} requests"
     )
     lines = _table(figures, settings)
     print("\n".join(lines))
