@@ -1,4 +1,4 @@
-"""The cost of `enqueue()` against calling taskiq's `kiq` / Celery's `apply_async` in the endpoint.
+"""The cost of `enqueue()` against calling taskiq's `kiq` / Celery's `apply_async` in the endpoint, and of the spool.
 
     python benchmarks/dispatch.py            # needs redis-server on PATH, or FASTAPI_TASKS_REDIS_URL
     python benchmarks/dispatch.py --quick    # a short run, to try the script
@@ -9,7 +9,10 @@ transport, as two figures:
 - *total*: until the response arrived and the job was in Redis (for `enqueue`, its handle ended).
 The variants are interleaved in chunks of 50 requests, each round in a rotated order; the ratio
 reported is the median of the per-round ratios against the direct call, since on a shared
-machine absolute times drift by tens of percent from run to run while these ratios hold.
+machine absolute times drift by tens of percent from run to run while these ratios hold. The
+`enqueue-spool` variant sends through an adapter with a durable spool (`spool=`, issue 23) to a
+healthy broker, and its ratio against `enqueue` without a spool, measured in the same rounds, is
+the spool's cost per dispatch.
 Not part of the test run; no test asserts a timing.
 """
 
@@ -22,6 +25,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -30,12 +34,15 @@ from contextlib import contextmanager
 
 import anyio
 import httpx
+from _common import rotated
 from asgi_lifespan import LifespanManager
 from celery import Celery
 from fastapi import FastAPI
 from taskiq_redis import ListQueueBroker
 
-from fastapi_tasks import DispatchTask, Tasks, add_tasks
+from fastapi_tasks import DispatchTask, Tasks, add_tasks, register_dispatcher
+from fastapi_tasks.dispatchers.celery import CeleryDispatcher
+from fastapi_tasks.dispatchers.taskiq import TaskiqDispatcher
 
 CHUNK = 50
 
@@ -77,17 +84,50 @@ def redis_url() -> Iterator[str]:
             process.stdout.close()
 
 
-def build_app(url: str, queue: str) -> tuple[FastAPI, list[DispatchTask], ListQueueBroker, Celery]:
-    broker = ListQueueBroker(url, queue_name=f"{queue}-taskiq")
-    celery = Celery("bench", broker=url, set_as_current=False)
+class SpooledTaskiq(TaskiqDispatcher):
+    """The taskiq adapter with a spool, for the jobs of one broker only: the others keep the built-in adapter."""
+
+    def __init__(self, broker: ListQueueBroker, spool: str) -> None:
+        super().__init__(spool=spool)
+        self.only = broker
+
+    def accepts(self, job: object) -> bool:
+        return super().accepts(job) and getattr(job, "broker", None) is self.only
+
+
+class SpooledCelery(CeleryDispatcher):
+    """The Celery adapter with a spool, for the tasks of one Celery app only."""
+
+    def __init__(self, app: Celery, spool: str) -> None:
+        super().__init__(spool=spool)
+        self.only = app
+
+    def accepts(self, job: object) -> bool:
+        return super().accepts(job) and getattr(job, "app", None) is self.only
+
+
+def build_app(
+    url: str, queue: str, spool: str
+) -> tuple[FastAPI, list[DispatchTask], list[ListQueueBroker], list[Celery]]:
+    broker, spooled_broker = (ListQueueBroker(url, queue_name=f"{queue}-taskiq{suffix}") for suffix in ("", "-spool"))
+    celery, spooled_celery = (Celery("bench", broker=url, set_as_current=False) for _ in range(2))
     celery.conf.update(task_default_queue=f"{queue}-celery", task_ignore_result=True)
+    spooled_celery.conf.update(task_default_queue=f"{queue}-celery-spool", task_ignore_result=True)
+    register_dispatcher(SpooledTaskiq(spooled_broker, spool))
+    register_dispatcher(SpooledCelery(spooled_celery, spool))
     handles: list[DispatchTask] = []
 
     @broker.task(task_name="bench.receipt")
     async def receipt(order_id: int) -> None: ...
 
+    @spooled_broker.task(task_name="bench.receipt")
+    async def spooled_receipt(order_id: int) -> None: ...
+
     @celery.task(name="bench.receipt")  # type: ignore[untyped-decorator]
     def celery_receipt(order_id: int) -> None: ...
+
+    @spooled_celery.task(name="bench.receipt")  # type: ignore[untyped-decorator]
+    def spooled_celery_receipt(order_id: int) -> None: ...
 
     app = FastAPI()
     add_tasks(app)
@@ -104,11 +144,19 @@ def build_app(url: str, queue: str) -> tuple[FastAPI, list[DispatchTask], ListQu
     def celery_direct() -> None:
         celery_receipt.apply_async((42,))
 
+    @app.post("/taskiq/enqueue-spool")
+    async def taskiq_enqueue_spool(tasks: Tasks) -> None:
+        handles.append(tasks.after_response.enqueue(spooled_receipt, 42))
+
     @app.post("/celery/enqueue")
     def celery_enqueue(tasks: Tasks) -> None:
         handles.append(tasks.after_response.enqueue(celery_receipt, 42))
 
-    return app, handles, broker, celery
+    @app.post("/celery/enqueue-spool")
+    def celery_enqueue_spool(tasks: Tasks) -> None:
+        handles.append(tasks.after_response.enqueue(spooled_celery_receipt, 42))
+
+    return app, handles, [broker, spooled_broker], [celery, spooled_celery]
 
 
 async def chunk(client: httpx.AsyncClient, path: str, handles: list[DispatchTask]) -> tuple[float, float]:
@@ -129,33 +177,39 @@ async def chunk(client: httpx.AsyncClient, path: str, handles: list[DispatchTask
 
 
 async def main(url: str, rounds: int) -> None:
-    app, handles, broker, celery = build_app(url, f"bench-{uuid.uuid4().hex}")
-    await broker.startup()
-    try:
-        async with LifespanManager(app) as manager:
-            transport = httpx.ASGITransport(app=manager.app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
-                for backend in ("taskiq", "celery"):
-                    await report(backend, client, handles, rounds)
-    finally:
-        await broker.shutdown()
-        celery.close()
+    with tempfile.TemporaryDirectory(prefix="fastapi-tasks-spool-") as spool:
+        app, handles, brokers, celeries = build_app(url, f"bench-{uuid.uuid4().hex}", spool)
+        for broker in brokers:
+            await broker.startup()
+        try:
+            async with LifespanManager(app) as manager:
+                transport = httpx.ASGITransport(app=manager.app)
+                async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+                    for backend in ("taskiq", "celery"):
+                        await report(backend, client, handles, rounds)
+        finally:
+            for broker in brokers:
+                await broker.shutdown()
+            for celery in celeries:
+                celery.close()
 
 
 async def report(backend: str, client: httpx.AsyncClient, handles: list[DispatchTask], rounds: int) -> None:
-    variants = [f"/{backend}/direct", f"/{backend}/enqueue"]
+    variants = [f"/{backend}/direct", f"/{backend}/enqueue", f"/{backend}/enqueue-spool"]
     for path in variants:  # warm-up: connections, imports, caches
         await chunk(client, path, handles)
     samples: dict[str, list[tuple[float, float]]] = {path: [] for path in variants}
-    ratios: dict[str, list[float]] = {"latency": [], "total": []}
+    ratios: dict[str, list[float]] = {"latency": [], "total": [], "spool latency": [], "spool total": []}
     for number in range(rounds):
-        order = variants if number % 2 == 0 else variants[::-1]
+        order = rotated(variants, number)
         measured = {path: await chunk(client, path, handles) for path in order}
         for path, sample in measured.items():
             samples[path].append(sample)
-        direct, enqueue = measured[variants[0]], measured[variants[1]]
+        direct, enqueue, spooled = (measured[path] for path in variants)
         ratios["latency"].append(enqueue[0] / direct[0])
         ratios["total"].append(enqueue[1] / direct[1])
+        ratios["spool latency"].append(spooled[0] / enqueue[0])
+        ratios["spool total"].append(spooled[1] / enqueue[1])
     print(f"\n{backend}: {rounds} rounds of {CHUNK} requests per variant, interleaved")
     print(f"{'variant':<22}{'latency (median)':>18}{'total (median)':>18}")
     for path in variants:
@@ -165,6 +219,11 @@ async def report(backend: str, client: httpx.AsyncClient, handles: list[Dispatch
     print(
         f"enqueue / direct, median of per-round ratios: latency {statistics.median(ratios['latency']):.2f}x, "
         f"total {statistics.median(ratios['total']):.2f}x"
+    )
+    print(
+        "enqueue with a spool / without, healthy broker, median of per-round ratios: "
+        f"latency {statistics.median(ratios['spool latency']):.2f}x, "
+        f"total {statistics.median(ratios['spool total']):.2f}x"
     )
 
 

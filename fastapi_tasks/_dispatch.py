@@ -15,12 +15,12 @@ from contextvars import ContextVar
 from typing import Any, Protocol, runtime_checkable
 
 import anyio
-import anyio.from_thread
 
 from ._log import logger
 from ._phases import TaskStatus
 from .dispatchers._retry import DEFAULT_MAX_WAITING, Attempts, GaveUp, gate_for, retry
-from .errors import DispatchBackendError, DispatchError, TaskNotFinishedError
+from .dispatchers._spool import Spool, SpoolEntry, sender
+from .errors import DispatchError, TaskNotFinishedError
 from .task import Task
 
 __all__ = [
@@ -28,7 +28,6 @@ __all__ = [
     "DEFAULT_DISPATCH_TIMEOUT",
     "DispatchTask",
     "Dispatcher",
-    "check_async_library",
     "dispatch_error",
     "dispatch_waiting_for",
 ]
@@ -48,6 +47,9 @@ class Dispatcher(Protocol):
     attributes tune the retry of an unreachable broker: `max_waiting` (an int, how many dispatches may
     wait for one broker; 10,000 by default) and `broker_of(job)`, the broker object a job is sent to,
     so that one broker down does not hold up the jobs of another (by default, one broker per adapter).
+    Two more make a durable spool: `spool` (what `open_spool()` of `fastapi_tasks.dispatchers._spool`
+    returns for the adapter's `spool=` argument) and `find_job(name, like)`, the job called `name` in
+    the queue of the job `like`, or `None`, to send what the spool kept.
     """
 
     @property
@@ -108,44 +110,6 @@ class Dispatcher(Protocol):
         ...
 
 
-def _running_library() -> str | None:
-    try:
-        import sniffio
-    except ImportError:  # pragma: no cover - trio depends on sniffio, so without it only asyncio runs
-        return "asyncio"
-    try:
-        return sniffio.current_async_library()
-    except sniffio.AsyncLibraryNotFoundError:
-        pass
-    try:
-        # A sync endpoint runs in a worker thread: ask its event loop.
-        return anyio.from_thread.run_sync(sniffio.current_async_library)
-    except (RuntimeError, sniffio.AsyncLibraryNotFoundError):
-        return None  # no event loop at all (a recorder used on its own in a sync unit test)
-
-
-_ALL_LIBRARIES = frozenset({"asyncio", "trio"})
-
-
-def check_async_library(dispatcher: Dispatcher, job_name: str) -> None:
-    """Fail at the call site when the current async library cannot dispatch to `dispatcher`'s queue.
-
-    Raises:
-        DispatchBackendError: it cannot.
-    """
-    if _ALL_LIBRARIES.issubset(dispatcher.async_libraries):
-        return  # nothing to check, and no thread hop from a sync endpoint to find out
-    library = _running_library()
-    if library is None or library in dispatcher.async_libraries:
-        return
-    supported = " or ".join(dispatcher.async_libraries)
-    raise DispatchBackendError(
-        f"Cannot enqueue {job_name!r} to {dispatcher.backend}: {dispatcher.backend} dispatches only under "
-        f"{supported}, and this app runs on {library}. Run the app on {supported}, or use a queue that supports "
-        f"{library} (Celery jobs can be enqueued from any backend)."
-    )
-
-
 def _cause_chain(exc: BaseException) -> str:
     names = [type(exc).__name__]
     seen = {id(exc)}
@@ -189,6 +153,7 @@ def dispatch_error(
     waiting_for: tuple[str, str] | None = None,
     attempts: Attempts | None = None,
     gave_up: str | None = None,
+    spooled: bool = False,
 ) -> DispatchError:
     """The `DispatchError` for `task`: the broker's error `cause`, a timeout, or a retry that gave up.
 
@@ -196,8 +161,9 @@ def dispatch_error(
     `None`) after `timeout` s, blamed on the broker or on what the dispatch was still waiting for
     (`waiting_for`, a (what, why) pair, see `dispatch_waiting_for`). With `gave_up` ("deadline",
     "crowded" or "cancelled"), the retry of an unreachable broker stopped; `attempts` says how the
-    attempts went. Only exception type names go into the message: a broker's or serializer's
-    message can quote the argument values, and it stays readable on the chained cause.
+    attempts went, and `spooled` whether the spool keeps the job, to send later. Only exception type
+    names go into the message: a broker's or serializer's message can quote the argument values,
+    and it stays readable on the chained cause.
     `DispatchError.timed_out` is true when the job may have reached the queue all the same.
     """
     unknown = cause is None
@@ -209,6 +175,8 @@ def dispatch_error(
             if unknown
             else "the job was not sent"
         )
+        if spooled:
+            consequence += "; the spool keeps the job and sends it once the broker answers"
         reason = f"{reason}; {consequence}"
     elif cause is not None:
         reason = _cause_chain(cause)
@@ -343,13 +311,17 @@ class DispatchTask(Task[..., Any]):
 
     async def _send(self, *args: Any, **kwargs: Any) -> Any:
         job, job_id, dispatcher = self.func, self.job_id, self.dispatcher
-        return await self._deliver(lambda: dispatcher.dispatch(job, job_id, args, kwargs))
+        spool = getattr(dispatcher, "spool", None)
+        spool = spool if isinstance(spool, Spool) else None
+        return await self._deliver(lambda: dispatcher.dispatch(job, job_id, args, kwargs), spool)
 
-    async def _deliver(self, attempt: Callable[[], Awaitable[Any]]) -> Any:
+    async def _deliver(self, attempt: Callable[[], Awaitable[Any]], spool: Spool | None = None) -> Any:
         """Send the job with `attempt()`, retried behind its broker's gate while the broker is unreachable.
 
-        Each attempt is bounded by the task's `timeout`, the whole by its `deadline`. The testing
-        toolkit's recorder sends through here too, with an attempt of its own.
+        Each attempt is bounded by the task's `timeout`, the whole by its `deadline`. With a `spool`,
+        a job that cannot be sent at once is written to it before it waits, and the dispatch that
+        reaches the broker sends what the spool keeps. The testing toolkit's recorder sends through
+        here too, with an attempt of its own.
 
         Raises:
             DispatchError: the dispatch failed for good, or gave up (deadline, too many waiting).
@@ -357,6 +329,7 @@ class DispatchTask(Task[..., Any]):
         timeout = self.timeout
         progress = _Progress()
         attempts = Attempts()
+        entry = None if spool is None else SpoolEntry(spool, self.job_id, self.job_name, self.args, self.kwargs)
         # Reset at the end: the testing toolkit runs tasks in its caller's context.
         reset = _progress.set(progress)
 
@@ -365,7 +338,7 @@ class DispatchTask(Task[..., Any]):
             return await attempt()
 
         try:
-            return await retry(
+            result = await retry(
                 gate_for(_gate_key(self.dispatcher, self.func)),
                 one_attempt,
                 attempts,
@@ -373,21 +346,43 @@ class DispatchTask(Task[..., Any]):
                 deadline=anyio.current_time() + self.deadline,
                 max_waiting=_max_waiting(self.dispatcher),
                 unsent=lambda: progress.waiting_for is not None,
+                waiting=None if entry is None else entry.keep,
             )
-        except GaveUp as exc:
-            raise dispatch_error(
-                self, None, timeout=timeout, waiting_for=progress.waiting_for, attempts=attempts, gave_up=exc.reason
-            ) from attempts.last
-        except anyio.get_cancelled_exc_class():
-            # Shutdown after the grace period (or Task.cancel()): the runner logs the task as cancelled,
-            # by name; this says which job, in which phase, and whether it may have been sent.
+        except (GaveUp, anyio.get_cancelled_exc_class()) as exc:
+            # Cancelled: shutdown after the grace period (or Task.cancel()). The runner logs the task as
+            # cancelled, by name; this says which job, in which phase, and whether it may have been sent.
+            gave_up = exc.reason if isinstance(exc, GaveUp) else "cancelled"
+            if entry is not None:
+                entry.gave_up()
             error = dispatch_error(
-                self, None, timeout=timeout, waiting_for=progress.waiting_for, attempts=attempts, gave_up="cancelled"
+                self,
+                None,
+                timeout=timeout,
+                waiting_for=progress.waiting_for,
+                attempts=attempts,
+                gave_up=gave_up,
+                spooled=entry is not None and entry.kept,
             )
+            if isinstance(exc, GaveUp):
+                raise error from attempts.last
             self._exception = error
             logger.error("%s", error)
             raise
         except Exception as exc:
+            if entry is not None:
+                await entry.sent()  # refused for good: the spool could not send it either
             raise dispatch_error(self, exc) from exc
         finally:
             _progress.reset(reset)
+        if spool is not None:
+            await _after_sent(spool, entry, sender(self.dispatcher, self.func, timeout))
+        return result
+
+
+async def _after_sent(spool: Spool, entry: SpoolEntry | None, send: Callable[..., Awaitable[Any]]) -> None:
+    """The broker took a job: its row leaves the spool, and what the spool still keeps goes too."""
+    if entry is not None:
+        await entry.sent()
+    if spool.maybe_pending:
+        # The handle of the dispatch that found the broker back ends once the backlog is sent.
+        await spool.drain(send)

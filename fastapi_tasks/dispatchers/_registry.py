@@ -12,11 +12,14 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from .._dispatch import Dispatcher, DispatchTask, check_async_library
+import anyio.from_thread
+
+from .._dispatch import Dispatcher, DispatchTask
 from .._phases import Phase
 from ..config import TaskConfig
+from ..errors import DispatchBackendError
 
-__all__ = ["find_dispatcher", "new_dispatch", "prepare_dispatch", "register_dispatcher"]
+__all__ = ["check_async_library", "find_dispatcher", "new_dispatch", "prepare_dispatch", "register_dispatcher"]
 
 _registered: list[Dispatcher] = []
 _by_type: dict[type, Dispatcher] = {}
@@ -84,6 +87,44 @@ def find_dispatcher(job: object) -> Dispatcher:
     raise TypeError(
         f"Cannot enqueue {job!r}: it is not a job of a supported queue "
         f"(a taskiq task made with @broker.task, or a Celery task made with @app.task). {hint}"
+    )
+
+
+def _running_library() -> str | None:
+    try:
+        import sniffio
+    except ImportError:  # pragma: no cover - trio depends on sniffio, so without it only asyncio runs
+        return "asyncio"
+    try:
+        return sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        pass
+    try:
+        # A sync endpoint runs in a worker thread: ask its event loop.
+        return anyio.from_thread.run_sync(sniffio.current_async_library)
+    except (RuntimeError, sniffio.AsyncLibraryNotFoundError):
+        return None  # no event loop at all (a recorder used on its own in a sync unit test)
+
+
+_ALL_LIBRARIES = frozenset({"asyncio", "trio"})
+
+
+def check_async_library(dispatcher: Dispatcher, job_name: str) -> None:
+    """Fail at the call site when the current async library cannot dispatch to `dispatcher`'s queue.
+
+    Raises:
+        DispatchBackendError: it cannot.
+    """
+    if _ALL_LIBRARIES.issubset(dispatcher.async_libraries):
+        return  # nothing to check, and no thread hop from a sync endpoint to find out
+    library = _running_library()
+    if library is None or library in dispatcher.async_libraries:
+        return
+    supported = " or ".join(dispatcher.async_libraries)
+    raise DispatchBackendError(
+        f"Cannot enqueue {job_name!r} to {dispatcher.backend}: {dispatcher.backend} dispatches only under "
+        f"{supported}, and this app runs on {library}. Run the app on {supported}, or use a queue that supports "
+        f"{library} (Celery jobs can be enqueued from any backend)."
     )
 
 

@@ -160,6 +160,7 @@ async def retry(
     deadline: float,
     max_waiting: int,
     unsent: Callable[[], bool] = lambda: False,
+    waiting: Callable[[], Awaitable[None]] | None = None,
 ) -> Any:
     """Call `attempt()` until it returns, each call bounded in time, retrying while the broker is unreachable.
 
@@ -172,6 +173,9 @@ async def retry(
         max_waiting: how many dispatches may wait for this broker at once.
         unsent: asked after an attempt timed out: whether it is known to have sent nothing (it was
             still waiting for something of its own, a free thread, say).
+        waiting: awaited each time the dispatch cannot be sent at once (the broker is known to be
+            down, or an attempt found it unreachable), before it waits or gives up; the spool
+            keeps the job there.
 
     Returns:
         What the successful attempt returned.
@@ -184,6 +188,8 @@ async def retry(
     try:
         while True:
             if gate.down:
+                if waiting is not None:
+                    await waiting()
                 probing = await _wait_turn(gate, attempts, deadline, max_waiting, probing=probing)
             else:
                 probing = False  # the broker answered someone else: whoever finds it down next probes
@@ -211,6 +217,8 @@ async def retry(
             # A prober that failed stays the prober: its next try comes after a longer backoff, and the
             # waiters sleep on.
             gate.failed()
+            if waiting is not None:
+                await waiting()
             if anyio.current_time() >= deadline:
                 raise GaveUp("deadline")
     finally:

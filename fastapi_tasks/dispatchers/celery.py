@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -37,6 +38,7 @@ from kombu.serialization import dumps, loads
 from .._compat import current_token, run_sync_on_loop
 from .._dispatch import dispatch_waiting_for
 from ._retry import DEFAULT_MAX_WAITING
+from ._spool import Spool, open_spool
 
 __all__ = ["DEFAULT_MAX_THREADS", "CeleryDispatcher"]
 
@@ -108,20 +110,32 @@ class CeleryDispatcher:
             thread of its own; a call abandoned at its dispatch timeout counts until it returns.
         max_waiting: how many dispatches may wait at once for a broker that is unreachable; past
             it a dispatch fails at once with a `DispatchError`.
+        spool: a directory for the durable spool (off by default): a job that cannot be sent at
+            once is written to a SQLite file there, and sent from it once the broker answers, also
+            by the next process after this one died. See docs/scaling-out.md.
 
     Raises:
-        ValueError: `max_threads` or `max_waiting` is not a positive int.
+        ValueError: `max_threads` or `max_waiting` is not a positive int, or `spool` is not an
+            existing directory.
+        TypeError: `spool` is neither a path nor `None`.
     """
 
     backend: str = "celery"
     async_libraries: tuple[str, ...] = ("asyncio", "trio")
 
-    def __init__(self, *, max_threads: int = DEFAULT_MAX_THREADS, max_waiting: int = DEFAULT_MAX_WAITING) -> None:
+    def __init__(
+        self,
+        *,
+        max_threads: int = DEFAULT_MAX_THREADS,
+        max_waiting: int = DEFAULT_MAX_WAITING,
+        spool: str | os.PathLike[str] | None = None,
+    ) -> None:
         for option, value in (("max_threads", max_threads), ("max_waiting", max_waiting)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"CeleryDispatcher({option}=...) must be a positive int, not {value!r}")
         self.max_threads = max_threads
         self.max_waiting = max_waiting
+        self.spool: Spool | None = open_spool(spool, "CeleryDispatcher")
         # A CapacityLimiter belongs to one event loop: one per loop, made on first use.
         self._limiter: RunVar[anyio.CapacityLimiter] = RunVar(f"fastapi_tasks celery dispatch threads {id(self)}")
 
@@ -134,6 +148,8 @@ class CeleryDispatcher:
             )
             if value != default
         ]
+        if self.spool is not None:
+            options.append(f"spool={str(self.spool.directory)!r}")
         return f"<CeleryDispatcher {' '.join(options)}>" if options else "<CeleryDispatcher>"
 
     def limiter(self) -> anyio.CapacityLimiter:
@@ -152,6 +168,10 @@ class CeleryDispatcher:
     def broker_of(self, job: Any) -> Any:
         """The Celery app the task is sent through: one gate per app's broker."""
         return job.app
+
+    def find_job(self, name: str, like: Any) -> Any:
+        """The task called `name` in the Celery app of `like`; `None`: no such task."""
+        return like.app.tasks.get(name)
 
     def job_name(self, job: Any) -> str:
         """The task's registered name."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 from collections.abc import Callable
 from typing import Any, get_type_hints
 
@@ -17,6 +18,7 @@ from taskiq.receiver.params_parser import parse_params
 from taskiq_dependencies import DependencyGraph
 
 from ._retry import DEFAULT_MAX_WAITING
+from ._spool import Spool, open_spool
 
 __all__ = ["TaskiqDispatcher"]
 
@@ -27,27 +29,37 @@ class TaskiqDispatcher:
     Parameters:
         max_waiting: how many dispatches may wait at once for a broker that is unreachable; past
             it a dispatch fails at once with a `DispatchError`.
+        spool: a directory for the durable spool (off by default): a job that cannot be sent at
+            once is written to a SQLite file there, and sent from it once the broker answers, also
+            by the next process after this one died. See docs/scaling-out.md.
 
     Raises:
-        ValueError: `max_waiting` is not a positive int.
+        ValueError: `max_waiting` is not a positive int, or `spool` is not an existing directory.
+        TypeError: `spool` is neither a path nor `None`.
     """
 
     backend: str = "taskiq"
     async_libraries: tuple[str, ...] = ("asyncio",)
 
-    def __init__(self, *, max_waiting: int = DEFAULT_MAX_WAITING) -> None:
+    def __init__(self, *, max_waiting: int = DEFAULT_MAX_WAITING, spool: str | os.PathLike[str] | None = None) -> None:
         if isinstance(max_waiting, bool) or not isinstance(max_waiting, int) or max_waiting < 1:
             raise ValueError(f"TaskiqDispatcher(max_waiting=...) must be a positive int, not {max_waiting!r}")
         self.max_waiting = max_waiting
+        self.spool: Spool | None = open_spool(spool, "TaskiqDispatcher")
 
     def __repr__(self) -> str:
-        if self.max_waiting == DEFAULT_MAX_WAITING:
-            return "<TaskiqDispatcher>"
-        return f"<TaskiqDispatcher max_waiting={self.max_waiting}>"
+        options = [] if self.max_waiting == DEFAULT_MAX_WAITING else [f"max_waiting={self.max_waiting}"]
+        if self.spool is not None:
+            options.append(f"spool={str(self.spool.directory)!r}")
+        return f"<TaskiqDispatcher {' '.join(options)}>" if options else "<TaskiqDispatcher>"
 
     def broker_of(self, job: AsyncTaskiqDecoratedTask[..., Any]) -> Any:
         """The task's broker: one gate per broker."""
         return job.broker
+
+    def find_job(self, name: str, like: AsyncTaskiqDecoratedTask[..., Any]) -> Any:
+        """The task called `name` on the broker of `like` (or any broker of the process); `None`: no such task."""
+        return like.broker.find_task(name)
 
     def accepts(self, job: object) -> bool:
         """Whether `job` is a taskiq task (`@broker.task`)."""
