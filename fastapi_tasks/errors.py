@@ -6,7 +6,7 @@ The exception tree::
      ├── FastAPITasksUninitializedAppError   Tasks used without add_tasks(app) or without the lifespan
      ├── FastAPITasksAlreadyInstalledError   add_tasks(app) called twice on one app
      ├── FastAPITasksShutdownError           a task scheduled after shutdown cancelled the task group
- ├── BacklogFullError                    a task scheduled while max_pending tasks are pending or running
+     ├── BacklogFullError                    a task scheduled while max_pending tasks are pending or running
      ├── BatchClosedError                    a task added to an after_route/after_response batch that already ran
      ├── TaskNotFinishedError                a task's result read before the task ended
      ├── DispatchError                       a job could not be handed to its queue (refused, failed, timed out)
