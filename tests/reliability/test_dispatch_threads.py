@@ -182,16 +182,22 @@ async def test_a_silent_broker_holds_at_most_the_bound_of_threads_and_the_rest_f
                 await handles[-1].wait()
 
     # Each thread in the broker holds one of Celery's pooled producers; the other threads waited for one,
-    # at most as long as their attempt, and published nothing. (On a loaded machine a thread may get its
-    # producer too late to publish within its attempt: fewer may reach the broker, never more.)
+    # at most as long as their attempt, and published nothing; the requests that found every thread busy
+    # failed at their timeout without a thread. How many of the flood found a thread free depends on how
+    # fast it arrives (a thread whose attempt gave up takes the next job): on a loaded machine fewer
+    # requests find every thread busy. What never varies: the bounds, and a reason per job that is true.
     pool_limit = celery_app.conf.broker_pool_limit
     assert 1 <= stuck <= pool_limit
     assert threads_grown <= DEFAULT_MAX_THREADS
-    assert sorted(failures) == sorted(
-        [broker_silent(DISPATCH_TIMEOUT)] * stuck
-        + [no_producer(DISPATCH_TIMEOUT, pool_limit)] * (DEFAULT_MAX_THREADS - stuck)
-        + [no_thread(DISPATCH_TIMEOUT, DEFAULT_MAX_THREADS)] * 60
-    )
+    assert len(failures) == requests
+    # Every job that reached the broker is reported with its outcome unknown, never as not sent (a thread
+    # that timed out while the connection was being made may be reported so too).
+    assert failures.count(broker_silent(DISPATCH_TIMEOUT)) >= stuck
+    assert set(failures) <= {
+        broker_silent(DISPATCH_TIMEOUT),
+        no_producer(DISPATCH_TIMEOUT, pool_limit),
+        no_thread(DISPATCH_TIMEOUT, DEFAULT_MAX_THREADS),
+    }
     assert handles[-1].status is TaskStatus.DISPATCHED
     assert handles[-1].result.id == handles[-1].job_id
 
