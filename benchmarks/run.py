@@ -111,6 +111,11 @@ T_RECORDER_MS = 0.3  # the recorder's own overhead per test (pytest suite, and i
 GROWTH_BYTES_PER_REQUEST = 1.0
 # Issue 6's, still tracked: the recorder's suites against polling (and, above, no growth per request).
 T_SUITE = 10.0
+# The recorder suite's own time per test beyond the baseline suite, by task I/O, as the previous engine measured it
+# (benchmarks/RESULTS.md at commit 6267cc0): it ran a request's tasks one at a time, in one worker of the request's,
+# before the client's call returned. Issue 20 replaced it with production's spawn: the tasks run concurrently.
+PREVIOUS_COMMIT = "6267cc0"
+PREVIOUS_OVERHEAD = {0.0: 0.69e-3, 0.001: 4.95e-3, 0.02: 64.17e-3}
 
 
 def log(message: str) -> None:
@@ -534,7 +539,8 @@ def report(
         "",
         "- *baseline*: the request and its response assertion only, nothing about the tasks;",
         "- *recorder*: the same, then `tasks_recorder.assert_scheduled_once(...)` for each of the 3 tasks",
-        "  (default mode: the tasks run, deterministically, before the client's call returns);",
+        "  (default mode: the tasks run concurrently, started as in production, and the client's call returns",
+        "  once they have ended);",
         '- *recorder, record mode*: the same with `@pytest.mark.tasks_recorder(mode="record")` (tasks recorded,',
         "  not run);",
         "- *polling*: the real scheduler; the test checks the side effects, sleeping "
@@ -561,6 +567,22 @@ def report(
             lines.append(
                 f"| {task_io * 1000:g} ms | {label} | {_ms(f['loop'])} | {_ms(f['wall'])} | {speedup} | {own} |"
             )
+    previous = PREVIOUS_OVERHEAD
+    lines += [
+        "",
+        "Run mode against the previous engine, which ran a request's tasks one at a time before the client's call",
+        f"returned (its figures: `benchmarks/RESULTS.md` at commit {PREVIOUS_COMMIT}): the recorder suite's own time",
+        "per test beyond the baseline suite. The tasks now run concurrently, as in production: a test waits",
+        "for the longest of them (the after_response task, which begins once the response was sent), not their sum.",
+        "",
+        "| task I/O | previous engine (serial) | this run (concurrent) | faster by |",
+        "| --- | --- | --- | --- |",
+    ]
+    for task_io, figures in suites.items():
+        if task_io in previous:
+            now = figures["recorder"]["overhead"]
+            faster = f"{previous[task_io] / now:.1f}x" if now > 0 else "n/a"
+            lines.append(f"| {task_io * 1000:g} ms | {_ms(previous[task_io])} | {_ms(now)} | {faster} |")
     lines += [
         "",
         f"In process ({settings.recorder_rounds} rounds of {settings.chunk}): install a `RecordingScheduler`, send the",
@@ -668,9 +690,10 @@ def notes_for(results: dict[str, Any]) -> list[str]:
             f"Toolkit suites: a test that sends one request through `TestClient` costs about {_ms(floor)} here (the "
             f"baseline suite). Polling costs nothing more when the tasks are already done at the first check (0 ms "
             f"of task I/O), and otherwise one or more {POLL_INTERVAL * 1000:g} ms sleeps; the recorder's default mode "
-            "runs a request's after_route and after_response tasks one after another before the client's call "
-            "returns, so it pays the tasks' own time, in sequence. The speed-up is bounded by (floor + waiting) / "
-            "(floor + recorder overhead): it grows with the time the tasks take, in record mode (tasks not run)."
+            "waits, once the client's call has returned from the app, until the request's tasks have ended: they run "
+            "concurrently, so it pays the longest of them (the after_response task, which begins once the response "
+            "was sent), with no polling interval on top. The speed-up is bounded by (floor + waiting) / (floor + "
+            "recorder overhead): it grows with the time the tasks take, in record mode (tasks not run)."
         )
     return notes
 

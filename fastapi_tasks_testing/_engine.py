@@ -73,6 +73,9 @@ class Recorder(Protocol):
         ...
 
 
+_GATE_LOCK = threading.Lock()
+
+
 class Call:
     """One call of a test client into the app, as the wait outside the app sees it.
 
@@ -81,12 +84,33 @@ class Call:
     (see `TaskRecord._gate`).
     """
 
-    __slots__ = ("_idle", "returned", "unfinished")
+    __slots__ = ("_gate", "_idle", "returned", "unfinished")
 
     def __init__(self) -> None:
         self.unfinished: set[Task[..., Any]] = set()
         self._idle: anyio.Event | None = None
-        self.returned = threading.Event()
+        self.returned = False
+        # Made on first use (few calls have a sync after_route task): a thread's event costs as much as the rest.
+        self._gate: threading.Event | None = None
+
+    def mark_returned(self) -> None:
+        """Note that the app's ASGI call has returned: a sync after_route body may begin."""
+        self.returned = True
+        if self._gate is not None:
+            self._gate.set()
+
+    def gate(self) -> threading.Event:
+        """What a sync after_route body waits for in its worker thread: set once the app's ASGI call has returned."""
+        gate = self._gate
+        if gate is None:
+            with _GATE_LOCK:  # a task may be started from a worker thread
+                gate = self._gate
+                if gate is None:
+                    gate = self._gate = threading.Event()
+            # After publishing it: mark_returned() either sets it, or has noted the return, seen here.
+            if self.returned:
+                gate.set()
+        return gate
 
     def track(self, task: Task[..., Any]) -> None:
         self.unfinished.add(task)
@@ -106,11 +130,29 @@ class Call:
 def _gated(record: TaskRecord, call: Call) -> bool:
     # Production races a sync deferred task's worker thread against the rest of the request (the
     # request-scoped teardown, for an after_route task); the recorder makes the task lose that race.
-    return record.phase is Phase.AFTER_ROUTE and not call.returned.is_set()
+    return record.phase is Phase.AFTER_ROUTE and not call.returned
 
 
 def _is_property(cls: type, name: str) -> bool:
     return isinstance(getattr(cls, name, None), property)
+
+
+_MISSING = object()
+_SHARED_SLOTS: dict[type, tuple[str, ...]] = {}
+"""For each type of real runtime, the slots a `RequestRuntime` copies from it (found once: one is built per request)."""
+
+
+def _shared_slots(cls: type[Runtime]) -> tuple[str, ...]:
+    names = _SHARED_SLOTS.get(cls)
+    if names is None:
+        found: dict[str, None] = {}
+        for klass in cls.__mro__:
+            slots = getattr(klass, "__slots__", ())
+            for name in (slots,) if isinstance(slots, str) else slots:
+                if name != "__weakref__" and not _is_property(RequestRuntime, name):
+                    found[name] = None
+        names = _SHARED_SLOTS[cls] = tuple(found)
+    return names
 
 
 class RequestRuntime(Runtime):
@@ -129,10 +171,10 @@ class RequestRuntime(Runtime):
         self, real: Runtime, recorder: Recorder, config: TaskConfig, request: RequestInfo | None, call: Call | None
     ) -> None:
         # Not Runtime.__init__: everything but the recording is the real runtime's, whatever it holds.
-        for cls in type(real).__mro__:
-            for name in getattr(cls, "__slots__", ()):
-                if name != "__weakref__" and hasattr(real, name) and not _is_property(type(self), name):
-                    object.__setattr__(self, name, getattr(real, name))
+        for name in _shared_slots(type(real)):
+            value = getattr(real, name, _MISSING)
+            if value is not _MISSING:
+                object.__setattr__(self, name, value)
         self.real = real
         self.recorder = recorder
         self.request = request
@@ -175,7 +217,7 @@ class RequestRuntime(Runtime):
             if call is not None and self.recorder._waits_for(task):
                 call.track(task)
                 if _gated(task, call):
-                    task._gate = call.returned
+                    task._gate = call
         super().spawn(task)
 
     def task_ended(self, task: Task[..., Any], /) -> None:

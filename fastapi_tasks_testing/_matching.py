@@ -24,7 +24,7 @@ from unittest import mock
 from fastapi_tasks import Phase, TaskStatus
 
 from ._arguments import argument_differences, fits, function_name, signature_of
-from ._signatures import callable_signature, named_parameters, plain_signature
+from ._signatures import callable_signature, plain_signature
 from ._timeline import format_call
 
 if TYPE_CHECKING:
@@ -50,6 +50,7 @@ TaskSpec: TypeAlias = "Callable[..., Any] | str"
 Predicate: TypeAlias = "Callable[[TaskRecord], object]"
 """A `where=` predicate: called with a record, true when it matches."""
 
+_VAR = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)  # no argument is passed by their name
 OPTIONS = ("phase", "partial", "where", "times", "status")
 """Keyword options of the queries and assertions, which a task's own keyword arguments can shadow."""
 
@@ -222,7 +223,11 @@ def _predicate_label(where: Callable[..., object]) -> str:
     return str(getattr(where, "__name__", None) or repr(where))
 
 
-def _parameter_names(task: TaskSpec | None, records: Sequence[TaskRecord]) -> set[str]:
+def _parameter_names(task: TaskSpec | None, records: Sequence[TaskRecord], among: Iterable[str]) -> set[str]:
+    """The names in `among` that name a parameter of the task (of `task`, or of the functions of `records`)."""
+    among = set(among)
+    if not among:
+        return among  # nothing to look up: no signature is needed
     signatures: list[inspect.Signature | None] = []
     if task is not None and not isinstance(task, str):
         signatures.append(callable_signature(task))
@@ -234,7 +239,8 @@ def _parameter_names(task: TaskSpec | None, records: Sequence[TaskRecord]) -> se
             signatures.append(signature_of(record))
     names: set[str] = set()
     for signature in {id(signature): signature for signature in signatures if signature is not None}.values():
-        names |= named_parameters(signature)
+        parameters = signature.parameters
+        names.update(name for name in among if name in parameters and parameters[name].kind not in _VAR)
     return names
 
 
@@ -287,7 +293,8 @@ def expect(
             raise TypeError(
                 f"{method}() takes the expected arguments either as one call(...) or written out, not both."
             )
-        parameters = _parameter_names(task, candidates)
+        # Only the options the test wrote can be ambiguous with the task's parameters: look those up.
+        parameters = _parameter_names(task, candidates, [*given, *(option for option in OPTIONS if option in kwargs)])
         for option, value in given.items():
             if option in parameters:
                 name = "the task" if task is None else task_label(task)

@@ -122,7 +122,7 @@ class OutsideWait:
         try:
             await self._serve(call, scope, receive, send)
         finally:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(self.waiter.wait_timeout):
+            with anyio.move_on_after(self.waiter.wait_timeout, shield=True):
                 # What the call did not wait for (detached tasks) ends with it: there is no lifespan to outlive.
                 await runtime.shutdown()
             tg.cancel_scope.cancel()
@@ -141,9 +141,9 @@ class OutsideWait:
             cancelled = True
             raise
         finally:
-            call.returned.set()
-            if not cancelled:
-                with anyio.CancelScope(shield=True), anyio.move_on_after(self.waiter.wait_timeout):
+            call.mark_returned()
+            if not cancelled and call.unfinished:  # (no scope to build when every task has ended already)
+                with anyio.move_on_after(self.waiter.wait_timeout, shield=True):
                     await call.wait()
                 if call.unfinished:
                     for task in list(call.unfinished):
@@ -182,7 +182,7 @@ class OutsideWait:
                     # The client closed the session (TestClient cancels it): the app goes on, as under a server,
                     # and the session has ended normally once the app returns; past the bound it is cancelled.
                     gone = True
-                    with anyio.CancelScope(shield=True), anyio.move_on_after(self.waiter.wait_timeout):
+                    with anyio.move_on_after(self.waiter.wait_timeout, shield=True):
                         await done.wait()
                     if not done.is_set():
                         app_scope.cancel()

@@ -21,7 +21,7 @@ from ._signatures import callable_signature
 if TYPE_CHECKING:
     from starlette.types import Scope
 
-__all__ = ["RequestInfo", "TaskKeeper", "TaskRecord"]
+__all__ = ["Gate", "RequestInfo", "TaskKeeper", "TaskRecord"]
 
 
 class TaskKeeper(Protocol):
@@ -33,6 +33,19 @@ class TaskKeeper(Protocol):
 
     def _next_order(self) -> int:
         """The next execution order number."""
+        ...
+
+
+class Gate(Protocol):
+    """What a sync `after_route` task waits for: its request's ASGI call to return (a `Call` of `_engine.py`)."""
+
+    @property
+    def returned(self) -> bool:
+        """Whether the request's ASGI call has returned."""
+        ...
+
+    def gate(self) -> threading.Event:
+        """An event set once the request's ASGI call has returned, for a worker thread to wait on."""
         ...
 
 
@@ -153,7 +166,7 @@ class TaskRecord(Task[..., Any]):
         self.source: Literal["Tasks", "BackgroundTasks"] = "Tasks"
         self.reason: str | None = None
         # Set when the body, if sync, must begin only once its request's ASGI call has returned.
-        self._gate: threading.Event | None = None
+        self._gate: Gate | None = None
         self._deferred_start = False
 
     def __repr__(self) -> str:
@@ -210,7 +223,7 @@ class TaskRecord(Task[..., Any]):
         if gate is None or is_async_callable(target):
             self._gate = None  # an async body begins on the loop, in production's order: nothing to wait for
             return target
-        return functools.partial(_after_the_request, self, gate, target)
+        return functools.partial(_after_the_request, self, gate.gate(), target)
 
     def _error_handler(self) -> Any:
         handler = self.config.on_error
@@ -245,7 +258,7 @@ class TaskRecord(Task[..., Any]):
 
     def _set_running(self) -> None:
         gate = self._gate
-        if gate is not None and not gate.is_set():
+        if gate is not None and not gate.returned:
             # Its body begins once the request's ASGI call has returned (see _after_the_request): until
             # then it is pending, and it takes its place in the execution order then.
             self._deferred_start = True

@@ -13,9 +13,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
-__all__ = ["callable_signature", "named_parameters", "plain_signature"]
-
-_VAR = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+__all__ = ["callable_signature", "plain_signature"]
 
 # A function's signature, and what it was computed from: `__code__`, `__defaults__` and `__kwdefaults__`
 # of the function (of a method's function), so that a function changed in place is looked at again.
@@ -58,8 +56,3 @@ def plain_signature(signature: inspect.Signature) -> str:
             return_annotation=inspect.Signature.empty,
         )
     )
-
-
-def named_parameters(signature: inspect.Signature) -> set[str]:
-    """The names of the parameters an argument can be passed to by name or position (not `*args`, `**kwargs`)."""
-    return {name for name, p in signature.parameters.items() if p.kind not in _VAR}
