@@ -24,6 +24,9 @@ anyio:
   and the errors it raises (`RuntimeError`, sniffio's `AsyncLibraryNotFoundError`).
 - 4.14+: `TaskGroup.create_task()`, returning a handle with `cancel()`. Before: `start_soon()`, in a
   cancel scope of the task's own as its handle.
+- anyio's asyncio cancel scopes can be reparented (`_cancelling.py` cancels a task of the app's own,
+  started without a cancel scope, as one around it would: not inside a shielded section) in 4.14, at
+  least. Before: the app's runtime starts its tasks through its task group, as on trio (`NATIVE_TASKS`).
 - `anyio.Event()` outside an event loop (a worker thread) binds to the loop on first use; anyio 4.0
   refuses to make one there.
 """
@@ -49,6 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LEGACY_STACKS",
+    "NATIVE_TASKS",
     "REQUEST_STACK_KEY",
     "LegacyExits",
     "NoEventLoopError",
@@ -244,6 +248,15 @@ else:  # pragma: no cover - anyio < 4.14
             return handle
 
         return start
+
+
+# anyio: whether the app's runtime may start its tasks as asyncio tasks of its own (see `_cancelling.py`).
+try:
+    from anyio._backends._asyncio import CancelScope as _AsyncioCancelScope
+except ImportError:  # pragma: no cover - anyio 4's layout
+    NATIVE_TASKS = False
+else:
+    NATIVE_TASKS = hasattr(_AsyncioCancelScope, "_reparent")
 
 
 # anyio: an event made outside an event loop (in a worker thread).

@@ -16,7 +16,7 @@ import anyio
 
 from ._callables import callable_name, is_async_callable
 from ._cancelling import in_shielded_section
-from ._compat import current_token, run_sync_on_loop, task_group_starter
+from ._compat import NATIVE_TASKS, current_token, run_sync_on_loop, task_group_starter
 from ._context import RUNTIME_KEY, Serving
 from ._log import listing, logger, name_list
 from ._phases import Phase, TaskStatus
@@ -117,7 +117,8 @@ class Runtime:
         # On asyncio, the app's own runtime (`native`) starts each task as an asyncio task of its own
         # and supervises it itself: anyio's task group costs several times as much per task, in time
         # and memory. On trio, and for a task group the app passed in, tasks go through anyio.
-        self._create_task = native_task_factory(eager_start) if native else None
+        # (On an anyio too old for `_cancelling.py`, through anyio too: see `_compat.NATIVE_TASKS`.)
+        self._create_task = native_task_factory(eager_start) if native and NATIVE_TASKS else None
         self._start_in_group = task_group_starter(tg)
         if native:
             _BY_TASK_GROUP[tg] = self

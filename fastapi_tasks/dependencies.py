@@ -6,6 +6,7 @@ import functools
 import sys
 from collections.abc import Callable
 from contextlib import AsyncExitStack
+from importlib.metadata import version
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import anyio
@@ -13,7 +14,7 @@ from fastapi import Depends, FastAPI
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._compat import LEGACY_STACKS, REQUEST_STACK_KEY, check_fastapi
+from ._compat import LEGACY_STACKS, NATIVE_TASKS, REQUEST_STACK_KEY, check_fastapi
 from ._context import CONFIG_KEY, NEW_RUNTIME_KEY, RUNTIME_KEY, TG_KEY, Serving, serving
 from ._runtime import DEFAULT_MAX_THREADS, Runtime
 from .config import TaskConfig
@@ -156,7 +157,8 @@ def add_tasks(
     Raises:
         TypeError: `app` is not a FastAPI app, or an option has the wrong type.
         ValueError: `shutdown_timeout` is negative, `max_threads` or `max_pending` below 1.
-        FastAPITasksError: `eager_start` on a Python older than 3.12 (and, once the app starts, on trio).
+        FastAPITasksError: `eager_start` on a Python older than 3.12 or an anyio older than 4.14 (and, once
+            the app starts, on trio).
         FastAPITasksAlreadyInstalledError: `add_tasks` was already called on `app`.
         FastAPITasksError: the installed FastAPI is 0.118 to 0.120, which fastapi-tasks does not support
             (it closes nothing when the endpoint returns: `after_route` cannot work).
@@ -188,6 +190,11 @@ def add_tasks(
         raise FastAPITasksError(
             "add_tasks(app, eager_start=True) needs Python 3.12 or later, where asyncio can start a task eagerly; "
             f"this is Python {sys.version_info.major}.{sys.version_info.minor}. Leave eager_start off."
+        )
+    if eager_start and not NATIVE_TASKS:
+        raise FastAPITasksError(
+            "add_tasks(app, eager_start=True) needs anyio 4.14 or later, whose cancel scopes let the app's runtime "
+            f"start its tasks on asyncio's own; this is anyio {version('anyio')}. Upgrade anyio, or leave it off."
         )
     if hasattr(app.state, CONFIG_KEY):
         raise FastAPITasksAlreadyInstalledError(

@@ -56,9 +56,10 @@ async def async_log_in(password: str, *, token: str) -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("func", [log_in, async_log_in], ids=["sync", "async"])
+# Not named `func`: anyio's pytest plugin before 4.1 passes the test function on as `func` too.
+@pytest.mark.parametrize("function", [log_in, async_log_in], ids=["sync", "async"])
 async def test_a_failed_task_is_logged_by_name_without_its_arguments(
-    caplog: pytest.LogCaptureFixture, func: Callable[..., Any]
+    caplog: pytest.LogCaptureFixture, function: Callable[..., Any]
 ) -> None:
     app = FastAPI()
     add_tasks(app)
@@ -66,7 +67,7 @@ async def test_a_failed_task_is_logged_by_name_without_its_arguments(
 
     @app.get("/")
     async def endpoint(tasks: Tasks) -> str:
-        handles.append(tasks.task(name="login").schedule(func, SECRET, token=SECRET))
+        handles.append(tasks.task(name="login").schedule(function, SECRET, token=SECRET))
         return "ok"
 
     async with serve(app) as client:
@@ -300,7 +301,7 @@ class AsyncCallable:
 
 @pytest.mark.anyio
 @pytest.mark.parametrize(
-    ("func", "args", "name", "result"),
+    ("function", "args", "name", "result"),
     [
         (functools.partial(add, 1), (2,), "add", 3),
         (functools.partial(functools.partial(add, 1), 2), (), "add", 3),
@@ -310,7 +311,7 @@ class AsyncCallable:
     ids=["partial", "nested-partial", "async-__call__", "sync-returning-awaitable"],
 )
 async def test_callables_are_awaited_and_named_sensibly(
-    func: Callable[..., Awaitable[int]], args: tuple[int, ...], name: str, result: int
+    function: Callable[..., Awaitable[int]], args: tuple[int, ...], name: str, result: int
 ) -> None:
     app = FastAPI()
     add_tasks(app)
@@ -318,7 +319,7 @@ async def test_callables_are_awaited_and_named_sensibly(
 
     @app.get("/")
     async def endpoint(tasks: Tasks) -> None:
-        handles.append(tasks.schedule(func, *args))
+        handles.append(tasks.schedule(function, *args))
 
     async with serve(app) as client:
         await client.get("/")

@@ -37,13 +37,14 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias, TypeVar
+from typing import Any, Literal, TypeAlias, TypeVar, cast
 
 import anyio
 import anyio.abc
 import anyio.to_thread
 import httpx
 import trio
+from _versions import ABANDON_ON_CANCEL
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -444,6 +445,8 @@ class Scenario:
         backends: the event loops the scenario runs on (asyncio only, for what trio cannot express).
         python: the oldest Python the scenario runs on, for a feature that needs a newer one than the
             project's oldest (older ones skip it).
+        fastapi: the oldest FastAPI the scenario runs on, and the feature that needs it, for one that
+            the project's oldest lacks (older ones skip it): `((0, 121), "Depends(scope=...)")`.
         install_on: the app the recorder is installed on; by default the one `build` returned.
         recorder_setup: configures the recorder once it is installed, before the script runs (what a
             test would do with `tasks_recorder`), in both recorder drivers.
@@ -467,6 +470,7 @@ class Scenario:
     bare_opt_out: str | None = None
     backends: tuple[Backend, ...] = ("asyncio", "trio")
     python: tuple[int, int] = (3, 10)
+    fastapi: tuple[tuple[int, ...], str] | None = None
     install_on: Callable[[FastAPI], FastAPI] | None = None
     recorder_setup: Callable[[RecordingScheduler], None] | None = None
     accepted: tuple[str, ...] = ()
@@ -522,7 +526,7 @@ async def run_scenario(scenario: Scenario, driver: Driver, backend: Backend) -> 
                 # A sync script that hangs is left behind in its thread: the run reports it and goes on.
                 outcome = await anyio.to_thread.run_sync(
                     functools.partial(_run_with_testclient, app, sync_script, probe, recorder, backend, lifespan),
-                    abandon_on_cancel=True,
+                    **cast("dict[str, Any]", {ABANDON_ON_CANCEL: True}),
                 )
             else:
                 outcome = await _run_with_httpx(app, scenario.script, probe, recorder, lifespan)

@@ -15,6 +15,9 @@ from fastapi_tasks import Tasks
 
 from ._harness import HANG_GUARD, Outcome, Probe, Scenario, SyncClient, new_app, statuses, task_outcome
 
+DEPENDS_SCOPE = ((0, 121), "Depends(scope=...)")
+"""What a scenario of a yield dependency declared with a scope needs."""
+
 __all__ = ["SCENARIOS"]
 
 DependencyScope = Literal["function", "request"]
@@ -308,53 +311,62 @@ SCENARIOS = [
         "yield-session-after-response",
         "Issue 11 #1: an after_response task uses the session of a yield dependency that closes it on exit.",
         lambda probe: session_app(probe, scope="request", phase="after_response"),
+        fastapi=DEPENDS_SCOPE,
         expect=_session_seen(closed=True),
     ),
     Scenario(
         "yield-session-request-scope-after-route",
         "An after_route task uses the session of a request-scoped yield dependency.",
         lambda probe: session_app(probe, scope="request", phase="after_route"),
+        fastapi=DEPENDS_SCOPE,
     ),
     Scenario(
         "yield-session-function-scope-after-route",
         'An after_route task uses the session of a Depends(scope="function") yield dependency.',
         lambda probe: session_app(probe, scope="function", phase="after_route"),
+        fastapi=DEPENDS_SCOPE,
         expect=_session_seen(closed=True),
     ),
     Scenario(
         "yield-session-function-scope-after-response",
         'An after_response task uses the session of a Depends(scope="function") yield dependency.',
         lambda probe: session_app(probe, scope="function", phase="after_response"),
+        fastapi=DEPENDS_SCOPE,
         expect=_session_seen(closed=True),
     ),
     Scenario(
         "yield-session-immediate-awaited",
         "An immediate task uses the session while the endpoint awaits it: the session is still open.",
         lambda probe: session_app(probe, scope="request", phase="immediate", await_task=True),
+        fastapi=DEPENDS_SCOPE,
         expect=_session_seen(closed=False),
     ),
     Scenario(
         "yield-teardown-raises-request-scope",
         "A request-scoped yield dependency's teardown raises after the response (Tasks declared after it).",
         lambda probe: teardown_raises_app(probe, scope="request", tasks_first=False),
+        fastapi=DEPENDS_SCOPE,
         expect=_teardown_raised("request"),
     ),
     Scenario(
         "yield-teardown-raises-request-scope-tasks-first",
         "A request-scoped yield dependency's teardown raises after the response (Tasks declared before it).",
         lambda probe: teardown_raises_app(probe, scope="request", tasks_first=True),
+        fastapi=DEPENDS_SCOPE,
         expect=_teardown_raised("request"),
     ),
     Scenario(
         "yield-teardown-raises-function-scope",
         'A Depends(scope="function") yield dependency\'s teardown raises when the endpoint returns (Tasks after it).',
         lambda probe: teardown_raises_app(probe, scope="function", tasks_first=False),
+        fastapi=DEPENDS_SCOPE,
         expect=_teardown_raised("function"),
     ),
     Scenario(
         "yield-teardown-raises-function-scope-tasks-first",
         'A Depends(scope="function") yield dependency\'s teardown raises when the endpoint returns (Tasks before it).',
         lambda probe: teardown_raises_app(probe, scope="function", tasks_first=True),
+        fastapi=DEPENDS_SCOPE,
         expect=_teardown_raised("function"),
     ),
     Scenario(

@@ -21,6 +21,9 @@ from fastapi_tasks.errors import BatchClosedError, FastAPITasksShutdownError, Fa
 
 from ._harness import Client, Outcome, Probe, Scenario, SyncClient, new_app, short_name, statuses, task_outcome
 
+ROUTER_LIFESPANS = ((0, 112, 2), "The lifespan of an included router")
+"""What a scenario of a router with a lifespan of its own needs."""
+
 __all__ = ["SCENARIOS"]
 
 
@@ -754,6 +757,7 @@ SCENARIOS = [
         "router-with-lifespan",
         "A router included with its own lifespan (a pool) that an after_response task uses.",
         router_with_lifespan,
+        fastapi=ROUTER_LIFESPANS,
         bare_opt_out="the endpoint reads the pool its router's lifespan opens: without it the app fails, tasks or not",
         expect=_pool_was_open,
     ),
@@ -761,6 +765,7 @@ SCENARIOS = [
         "router-lifespan-pool-at-shutdown",
         "A task uses the pool of a router's lifespan (included after add_tasks) once the shutdown has begun.",
         router_pool_at_shutdown,
+        fastapi=ROUTER_LIFESPANS,
         script=_shut_down_while_a_task_runs,
         bare_opt_out="the script shuts the app down: a bare client runs no lifespan to shut down",
         expect=_pool_open_during_shutdown,

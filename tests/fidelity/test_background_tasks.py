@@ -31,6 +31,7 @@ import anyio
 import anyio.lowlevel
 import httpx
 import pytest
+from _versions import needs_depends_scope
 from asgi_lifespan import LifespanManager
 from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -138,6 +139,7 @@ class Scenario:
     expect: Callable[[Outcome], None] | None = None
     accepted: tuple[str, ...] = ()
     websocket: bool = False
+    marks: tuple[pytest.MarkDecorator, ...] = ()
 
 
 async def run(scenario: Scenario, driver: Driver) -> tuple[Outcome, RecordingScheduler | None]:
@@ -538,7 +540,7 @@ SCENARIOS = [
     Scenario("dependency-raises-after-adding", dependency_raises_after_adding, expect=_nothing_ran),
     Scenario("response-with-its-own-background", response_with_its_own_background),
     Scenario("parameter-passed-on-as-the-background", parameter_passed_on_as_the_background),
-    Scenario("yield-dependencies", yield_dependencies),
+    Scenario("yield-dependencies", yield_dependencies, marks=(needs_depends_scope,)),
     Scenario(
         "failure-seen-by-a-yield-dependency",
         failure_seen_by_a_yield_dependency,
@@ -582,7 +584,12 @@ RECORDER_DRIVERS: tuple[Driver, ...] = ("recorder", "recorder-bare")
 @pytest.mark.anyio
 @pytest.mark.parametrize(
     ("scenario", "anyio_backend", "driver"),
-    [pytest.param(s, b, d, id=f"{s.id}[{b}-{d}]") for s in SCENARIOS for b in BACKENDS for d in RECORDER_DRIVERS],
+    [
+        pytest.param(s, b, d, id=f"{s.id}[{b}-{d}]", marks=s.marks)
+        for s in SCENARIOS
+        for b in BACKENDS
+        for d in RECORDER_DRIVERS
+    ],
 )
 async def test_drivers_agree(scenario: Scenario, anyio_backend: Backend, driver: Driver) -> None:
     production, _ = await run(scenario, "production")

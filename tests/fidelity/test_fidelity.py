@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from _pytest.mark.structures import ParameterSet
+from _versions import FASTAPI_VERSION
 
 from . import (
     _scenarios_concurrency,
@@ -79,6 +80,9 @@ def _marks(scenario: Scenario, gaps: dict[str, str], kind: str, *keys: str) -> l
     marks = [] if reason is None else [pytest.mark.xfail(strict=True, reason=f"{kind}: {reason}")]
     if sys.version_info < scenario.python:
         marks.append(pytest.mark.skip(reason=f"needs Python {'.'.join(map(str, scenario.python))} or later"))
+    if scenario.fastapi is not None and scenario.fastapi[0] > FASTAPI_VERSION:
+        version, feature = scenario.fastapi
+        marks.append(pytest.mark.skip(reason=f"{feature} needs FastAPI {'.'.join(map(str, version))} or later"))
     return marks
 
 

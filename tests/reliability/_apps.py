@@ -13,7 +13,6 @@ from typing import Any
 
 import anyio
 import anyio.from_thread
-import anyio.lowlevel
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -303,7 +302,6 @@ def make_starvation_app(hooks: ServerHooks) -> FastAPI:
     async def block(count: int, running: int, tasks: Tasks) -> dict[str, int]:
         gate, all_running, lock = threading.Event(), anyio.Event(), threading.Lock()
         entered = 0
-        token = anyio.lowlevel.current_token()
 
         def slow() -> None:
             nonlocal entered
@@ -311,7 +309,7 @@ def make_starvation_app(hooks: ServerHooks) -> FastAPI:
                 entered += 1
                 last = entered == running
             if last:
-                anyio.from_thread.run_sync(all_running.set, token=token)
+                anyio.from_thread.run_sync(all_running.set)  # from one of the app's anyio worker threads
             gate.wait()
 
         blocked.append((gate, [tasks.schedule(slow) for _ in range(count)]))

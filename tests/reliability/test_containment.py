@@ -23,6 +23,7 @@ import anyio
 import anyio.from_thread
 import httpx
 import pytest
+from _versions import needs_depends_scope, needs_router_lifespans
 from asgi_lifespan import LifespanManager
 from fastapi import APIRouter, Depends, FastAPI, Request, WebSocket
 from fastapi.testclient import TestClient
@@ -607,6 +608,7 @@ class ShutdownWatcher:
 
 
 @pytest.mark.anyio
+@needs_router_lifespans
 @pytest.mark.parametrize("outcome", ["finishes", "cancelled"])
 async def test_tasks_end_before_the_lifespan_of_a_router_included_after_add_tasks_tears_down(outcome: str) -> None:
     pool = {"open": False}
@@ -800,6 +802,7 @@ def test_a_websocket_session_ended_by_the_client_runs_its_deferred_tasks(anyio_b
 
 
 @pytest.mark.anyio
+@needs_depends_scope
 @pytest.mark.parametrize("declared", ["before-tasks", "after-tasks"])
 @pytest.mark.parametrize("scope", ["function", "request"])
 async def test_a_raising_teardown_decides_the_deferred_tasks_fate_whatever_the_declaration_order(
