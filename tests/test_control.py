@@ -375,7 +375,6 @@ async def wait_at_gate() -> None:
 def test_wait_for_sync_and_drain_sync_with_test_client() -> None:
     app = FastAPI()
     add_tasks(app)
-    RELEASE[:] = [anyio.Event()]
 
     @app.post("/")
     async def endpoint(tasks: Tasks) -> None:
@@ -384,6 +383,8 @@ def test_wait_for_sync_and_drain_sync_with_test_client() -> None:
     recorder = RecordingScheduler(mode="spy")
     recorder.install(app)
     with TestClient(app) as client:
+        # Made in the client's event loop: anyio before 4.14 makes no Event outside one.
+        RELEASE[:] = [client.portal.call(anyio.Event)]
         client.post("/")
         record = recorder.wait_for_sync(wait_at_gate, status="running")
         with pytest.raises(AssertionError) as excinfo:
