@@ -10,6 +10,7 @@ import inspect
 import itertools
 import logging
 import re
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +25,7 @@ import pytest
 
 import fastapi_tasks.dispatchers._registry as registry
 from fastapi_tasks import DispatchTask, TasksScheduler, TaskStatus, register_dispatcher
-from fastapi_tasks.dispatchers._spool import open_spool
+from fastapi_tasks.dispatchers._spool import UnknownJobError, open_spool
 from fastapi_tasks.dispatchers.celery import CeleryDispatcher
 from fastapi_tasks.dispatchers.taskiq import TaskiqDispatcher
 from fastapi_tasks.errors import DispatchError
@@ -336,3 +337,128 @@ def test_the_spool_option_is_checked_where_it_is_given(tmp_path: Path) -> None:
     assert dispatcher.spool is not None
     dispatcher.spool.close()
     assert TaskiqDispatcher().spool is None
+
+
+async def test_a_job_its_broker_refuses_for_good_fails_at_once_and_leaves_nothing_in_the_spool(
+    spool_dir: Path,
+) -> None:
+    queue = queue_in(spool_dir)
+    assert queue.spool is not None
+    broker = Broker(down=False)
+    async with anyio.create_task_group() as tg:
+        [handle] = enqueue(tg, Parcel(broker), 1)
+        broker.refuse.add(handle.job_id)  # before its first attempt: the task starts at the next checkpoint
+
+    assert handle.status is TaskStatus.FAILED
+    assert isinstance(handle.exception, DispatchError)
+    assert str(handle.exception) == (
+        f"Could not dispatch 'parcels.send' (job id {handle.job_id!r}, phase immediate) to parcelq: ValueError."
+    )
+    assert (broker.attempts, queue.spool.count()) == (1, 0)
+    queue.spool.close()
+
+
+async def test_a_dispatch_cancelled_during_its_attempt_says_the_job_may_have_been_sent(
+    spool_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue = queue_in(spool_dir)
+    assert queue.spool is not None
+    in_attempt = anyio.Event()
+
+    class Hanging(Broker):
+        async def take(self, job_id: str) -> str:
+            in_attempt.set()
+            await anyio.sleep_forever()
+            raise AssertionError("unreachable")  # pragma: no cover
+
+    async with anyio.create_task_group() as tg:
+        [handle] = enqueue(tg, Parcel(Hanging(down=False)), 1)
+        with anyio.fail_after(TIMEOUT):
+            await in_attempt.wait()
+        handle.cancel()
+        await ended(handle)
+
+    message = (
+        f"Could not dispatch 'parcels.send' (job id {handle.job_id!r}, phase immediate) to parcelq: cancelled "
+        "(shutdown, or Task.cancel()) during attempt 1; outcome unknown: an attempt that got no answer may have "
+        "reached the queue."
+    )
+    assert handle.status is TaskStatus.CANCELLED
+    assert isinstance(handle.exception, DispatchError)
+    assert (str(handle.exception), handle.exception.timed_out) == (message, True)
+    assert message in caplog.messages
+    assert queue.spool.count() == 0  # never written: it was cancelled before it waited for the broker
+    queue.spool.close()
+
+
+async def test_a_spool_whose_file_fails_keeps_the_job_in_memory_only(
+    spool_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = open_spool(spool_dir, "SpooledQueue")
+    assert spool is not None
+    assert repr(spool) == f"<Spool {str(spool_dir)!r}>"
+    with sqlite3.connect(spool.path) as other:  # the file is damaged under it (or replaced)
+        other.execute("DROP TABLE jobs")
+
+    assert await spool.keep("p-lost", "parcels.send", (1,), {}) is False
+    assert caplog.messages == [
+        f"Cannot spool job 'parcels.send' (job id 'p-lost'): OperationalError in {spool.path}; it waits in memory only."
+    ]
+    spool.close()
+
+
+async def test_a_job_no_queue_knows_is_warned_about_once_however_many_drains_find_it(
+    spool_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = open_spool(spool_dir, "SpooledQueue")
+    assert spool is not None
+    assert await spool.keep("p-unknown", "parcels.gone", (1,), {})
+    spool.release("p-unknown")  # its dispatch gave up: the row is the drain's
+
+    async def send(job_name: str, job_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        raise UnknownJobError(job_name)
+
+    assert [await spool.drain(send), await spool.drain(send)] == [0, 0]
+    assert caplog.messages == [
+        f"The spool keeps job 'parcels.gone' (job id 'p-unknown'), which no queue of this process knows: it stays "
+        f"in {spool.path}."
+    ]
+    assert spool.count() == 1
+    spool.close()
+
+
+async def test_a_drain_called_while_another_drains_returns_at_once(spool_dir: Path) -> None:
+    spool = open_spool(spool_dir, "SpooledQueue")
+    assert spool is not None
+    assert await spool.keep("p-1", "parcels.send", (1,), {})
+    spool.release("p-1")
+    sending, release = anyio.Event(), anyio.Event()
+    sent: list[str] = []
+    results: list[int] = []
+
+    async def send(job_name: str, job_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        sending.set()
+        await release.wait()
+        sent.append(job_id)
+
+    async def first_drain() -> None:
+        results.append(await spool.drain(send))
+
+    with anyio.fail_after(TIMEOUT):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first_drain)
+            await sending.wait()
+            assert await spool.drain(send) == 0  # the other one sends what it finds
+            release.set()
+
+    assert (results, sent, spool.count()) == ([1], ["p-1"], 0)
+    spool.close()
+
+
+def test_the_adapters_say_what_they_were_built_with(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"^TaskiqDispatcher\(max_waiting=\.\.\.\) must be a positive int, not 0$"):
+        TaskiqDispatcher(max_waiting=0)
+    dispatcher = CeleryDispatcher(spool=tmp_path)
+    assert dispatcher.spool is not None
+    assert repr(dispatcher) == f"<CeleryDispatcher spool={str(tmp_path)!r}>"
+    dispatcher.spool.close()

@@ -205,13 +205,20 @@ async def retry(
                             raise
                         attempts.last, attempts.timed_out = (None, True) if scope.cancel_called else (exc, False)
                     else:
+                        attempts.in_flight = False
                         gate.answered()
                         probing = False
                         return result
                 if scope.cancel_called:
                     attempts.last, attempts.timed_out = None, True
-            finally:
+            except anyio.get_cancelled_exc_class():
+                # Cut short in flight (shutdown, Task.cancel()): it stays in flight for the dispatch's error,
+                # which says the job may have reached the queue.
+                raise
+            except BaseException:
                 attempts.in_flight = False
+                raise
+            attempts.in_flight = False
             if attempts.timed_out and not unsent():
                 attempts.unanswered += 1
             # A prober that failed stays the prober: its next try comes after a longer backoff, and the
