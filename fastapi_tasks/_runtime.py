@@ -215,9 +215,10 @@ class Runtime:
             runner = run_task if task.config.shield else run_unshielded
             handle = self._start_in_group(runner(task, self), name=name)
         status = task._status
-        if status is _PENDING or status is _RUNNING:  # an eagerly started task may have run to its end already
+        # Ended already: only an eagerly started task (Python 3.12+), hence the pragma.
+        if status is _PENDING or status is _RUNNING:  # pragma: no branch - an eager task may have run to its end
             task._handle = handle
-            if task._cancel_requested and status is _RUNNING:
+            if task._cancel_requested and status is _RUNNING:  # pragma: no cover - eager_start: Python 3.12+
                 task._cancel_requested = False
                 task._cancel()  # cancelled in its eager first stretch, before it had a handle
 

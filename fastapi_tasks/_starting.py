@@ -32,11 +32,13 @@ class _EagerStart:
 
     __slots__ = ("depth", "loop")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    # The pragmas below: eager_start needs Python 3.12+; scripts/check_pythons.sh runs this on 3.12 and 3.13.
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:  # pragma: no cover - Python 3.12+ only
         self.loop = loop
         self.depth = 0
 
-    def __call__(self, coro: Any, *, name: str) -> asyncio.Task[Any] | None:
+    def __call__(self, coro: Any, *, name: str) -> asyncio.Task[Any] | None:  # pragma: no cover - Python 3.12+ only
         if self.depth >= MAX_EAGER_DEPTH:
             return self.loop.create_task(coro, name=name)
         self.depth += 1
@@ -49,7 +51,7 @@ class _EagerStart:
             self.depth -= 1
 
 
-def _raise(exc: BaseException) -> None:
+def _raise(exc: BaseException) -> None:  # pragma: no cover - Python 3.12+ only
     raise exc
 
 
@@ -63,7 +65,7 @@ def native_task_factory(eager_start: bool) -> Callable[..., asyncio.Task[Any] | 
         loop = asyncio.get_running_loop()
     except RuntimeError:  # trio
         loop = None
-    if eager_start:
+    if eager_start:  # pragma: no cover - Python 3.12+ only
         if loop is None:
             raise FastAPITasksError(
                 "add_tasks(app, eager_start=True) needs the asyncio event loop, and the app runs on another one "

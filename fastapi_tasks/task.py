@@ -208,7 +208,7 @@ class Task(Generic[P, T]):
             if not pending and not self.config.shield and is_async_callable(self._target()):
                 # In its eager first stretch (add_tasks(app, eager_start=True)): its runtime has no handle on
                 # it yet, and cancels it as soon as it has one, at the await that ends the stretch.
-                self._cancel_requested = True
+                self._cancel_requested = True  # pragma: no cover - eager_start: Python 3.12+ only
             return
         if not isinstance(handle, asyncio.Task):
             handle.cancel()  # anyio's: the task's cancel scope, inside which a shielded task runs on
