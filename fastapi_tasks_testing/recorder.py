@@ -1,4 +1,4 @@
-"""`RecordingScheduler`: a deterministic stand-in for `TasksScheduler` that records every task.
+"""`RecordingScheduler`: the app's scheduler under test, recording every task and waiting for them.
 
 The class here holds the records and the scheduler's hooks (what a scheduled task becomes); the
 rest of it is composed of parts, one concept each:
