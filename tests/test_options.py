@@ -16,7 +16,7 @@ from fastapi_tasks_testing import RecordingScheduler
 broker = InMemoryBroker()
 
 
-@broker.task(task_name="shop.ship")
+@broker.task(task_name="options.ship")
 async def ship(order: int) -> None:
     pass  # pragma: no cover - never run
 
@@ -24,7 +24,7 @@ async def ship(order: int) -> None:
 celery_app = Celery("shop", broker="memory://")
 
 
-@celery_app.task(name="shop.pack")  # type: ignore[untyped-decorator]
+@celery_app.task(name="options.pack")  # type: ignore[untyped-decorator]
 def pack(order: int) -> None:
     pass  # pragma: no cover - never run
 
@@ -55,11 +55,11 @@ def test_a_gate_says_whether_its_broker_is_down_and_who_waits() -> None:
 
 def test_the_taskiq_adapter_finds_a_job_by_name_on_its_broker() -> None:
     dispatcher = TaskiqDispatcher()
-    assert dispatcher.find_job("shop.ship", ship) is ship
-    assert dispatcher.find_job("shop.gone", ship) is None
+    assert dispatcher.find_job("options.ship", ship) is ship
+    assert dispatcher.find_job("options.gone", ship) is None
 
 
 def test_the_celery_adapter_finds_a_job_by_name_in_its_app() -> None:
     dispatcher = CeleryDispatcher()
-    assert dispatcher.find_job("shop.pack", pack) is celery_app.tasks["shop.pack"]
-    assert dispatcher.find_job("shop.gone", pack) is None
+    assert dispatcher.find_job("options.pack", pack) is celery_app.tasks["options.pack"]
+    assert dispatcher.find_job("options.gone", pack) is None
