@@ -40,8 +40,8 @@ def cancel_asyncio_task(task: asyncio.Task[Any]) -> None:
         root = scope
         while root._parent_scope is not None:
             root = root._parent_scope
-        if root._host_task is not task:
-            task.cancel()  # pragma: no cover - a scope of another task above it: not one of the runtime's tasks
+        if root._host_task is not task:  # pragma: no cover - a scope of another task: not one of the runtime's
+            task.cancel()
             return
         outer = _CancelScope()
         outer.cancel()  # no host task yet: nothing is delivered until it is the task's outermost scope

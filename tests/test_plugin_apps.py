@@ -150,3 +150,19 @@ def test_the_search_is_bounded() -> None:
     looped = Wrapper(None)
     looped.app = looped
     assert find_fastapi_app(looped) is None
+
+
+def test_a_variable_the_wrapper_closes_over_but_not_yet_set_is_passed_over() -> None:
+    from fastapi import FastAPI
+
+    inner = FastAPI()
+
+    def wrapper() -> object:
+        return inner, assigned_later  # pragma: no cover - never called
+
+    # Its cell is empty until the line below runs: reading it raises ValueError, which the search skips.
+    found = find_fastapi_app(wrapper)
+    assigned_later = 1
+
+    assert found is inner
+    assert assigned_later == 1

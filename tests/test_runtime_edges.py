@@ -205,6 +205,35 @@ async def test_a_task_whose_asyncio_task_something_else_cancels_ends_cancelled_w
     ]
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_cancel_reaches_a_task_inside_nested_cancel_scopes_of_its_own() -> None:
+    inside, cut_short = anyio.Event(), []
+    app = FastAPI()
+    add_tasks(app)
+    handles: list[Task[..., Any]] = []
+
+    async def body() -> None:
+        with anyio.move_on_after(TIMEOUT) as outer:
+            with anyio.CancelScope():
+                inside.set()
+                await anyio.sleep_forever()
+        cut_short.append(outer.cancel_called)  # pragma: no cover - it must not get here
+
+    @app.post("/")
+    async def endpoint(tasks: Tasks) -> None:
+        handles.append(tasks.task(name="nested").schedule(body))
+
+    async with serve(app) as client:
+        await client.post("/")
+        with anyio.fail_after(TIMEOUT):
+            await inside.wait()
+            handles[0].cancel()
+            await handles[0].wait()
+
+    # Cancelled as a whole: not merely out of its innermost scope, on to the rest of its body.
+    assert (handles[0].status, cut_short) == (TaskStatus.CANCELLED, [])
+
+
 async def test_a_task_that_raises_cancelled_error_itself_fails(caplog: pytest.LogCaptureFixture) -> None:
     # Not the task's cancellation (on asyncio nothing is cancelling its task; trio has no such error of its own).
     app = FastAPI()
