@@ -16,7 +16,7 @@ import pytest
 from _versions import needs_native_tasks
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Scope
 
 from fastapi_tasks import Phase, Task, TaskConfig, Tasks, TasksBatch, TasksScheduler, TaskStatus, add_tasks
 from fastapi_tasks._log import log
@@ -369,3 +369,20 @@ async def test_log_never_raises_when_the_last_resort_handler_raises_too() -> Non
         log(logging.ERROR, "Background task %s failed: %s", "'charge'", "ValueError: card declined")
 
     assert seen == ["Background task 'charge' failed: ValueError: card declined"]
+
+
+async def test_a_lifespan_without_state_that_starts_with_another_message_is_sent_nothing() -> None:
+    app = FastAPI()
+    add_tasks(app)
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "lifespan.shutdown"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)  # pragma: no cover - it must send nothing
+
+    scope: Scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}}
+    with pytest.raises(RuntimeError, match=r"^add_tasks\(\) needs an ASGI server that supports lifespan state "):
+        await app(scope, receive, send)
+    assert sent == []
