@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from starlette.types import Scope
 
 __all__ = [
+    "HANDLER_FRAME_KEY",
     "LEGACY_STACKS",
     "NATIVE_TASKS",
     "REQUEST_STACK_KEY",
@@ -60,6 +61,7 @@ __all__ = [
     "check_fastapi",
     "current_token",
     "legacy_function_stack",
+    "legacy_validation_error",
     "new_event",
     "run_on_loop",
     "run_sync_on_loop",
@@ -84,6 +86,8 @@ REQUEST_STACK_KEY = "fastapi_tasks_request_astack" if LEGACY_STACKS else "fastap
 """The scope key of the stack closed once the response was sent: FastAPI's, or the `add_tasks` middleware's."""
 _FUNCTION_STACK_FOUND = "fastapi_tasks_function_astack"
 """Where `legacy_function_stack()` keeps the stack it found, for the other schedulers of the request."""
+HANDLER_FRAME_KEY = "fastapi_tasks_handler_frame"
+"""Where `legacy_function_stack()` keeps the request handler's frame, for `legacy_validation_error()`."""
 
 
 def check_fastapi() -> None:
@@ -115,17 +119,37 @@ def legacy_function_stack(scope: Scope) -> AsyncExitStack | None:
     import fastapi.routing as fastapi_routing
 
     modules = (vars(fastapi_utils), vars(fastapi_routing))
+    stack = None
     frame: FrameType | None = sys._getframe(1)
     for _ in range(40):
         if frame is None:
-            return None
+            break
         if frame.f_globals is modules[0] or frame.f_globals is modules[1]:
             found = frame.f_locals.get("async_exit_stack")
             if isinstance(found, AsyncExitStack):
-                scope[_FUNCTION_STACK_FOUND] = found
-                return found
+                stack = stack or found
+                if frame.f_globals is modules[1]:  # the request handler's: it knows the validation errors
+                    scope[HANDLER_FRAME_KEY] = frame
+                    break
         frame = frame.f_back
-    return None
+    if stack is not None:
+        scope[_FUNCTION_STACK_FOUND] = stack
+    return stack
+
+
+def legacy_validation_error(scope: Scope) -> BaseException | None:
+    """FastAPI 0.110 to 0.117: the `RequestValidationError` the request handler raises once the function stack
+    has closed (cleanly), if the request failed validation; `None` otherwise, or where the handler was not found.
+    """
+    frame = scope.get(HANDLER_FRAME_KEY)
+    if frame is None:
+        return None
+    errors = frame.f_locals.get("errors")
+    if not errors:
+        return None
+    from fastapi.exceptions import RequestValidationError
+
+    return RequestValidationError(errors)
 
 
 class LegacyExits:
@@ -136,14 +160,19 @@ class LegacyExits:
     exception handler answered: it is handed the exception the function stack saw, unless it saw one itself.
     """
 
-    __slots__ = ("_exc_info", "_response_exit", "_route_exit")
+    __slots__ = ("_exc_info", "_response_exit", "_route_exit", "_scope")
 
-    def __init__(self, route_exit: Callable[..., None], response_exit: Callable[..., None]) -> None:
+    def __init__(self, scope: Scope, route_exit: Callable[..., None], response_exit: Callable[..., None]) -> None:
+        self._scope = scope
         self._route_exit = route_exit
         self._response_exit = response_exit
         self._exc_info: tuple[Any, Any, Any] = (None, None, None)
 
     def route(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc_type is None:
+            # FastAPI 0.110 to 0.117 close the function stack cleanly, then raise the request's validation error.
+            exc = legacy_validation_error(self._scope)
+            exc_type = None if exc is None else type(exc)
         self._exc_info = (exc_type, exc, tb)
         self._route_exit(exc_type, exc, tb)
 

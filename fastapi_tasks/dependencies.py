@@ -14,7 +14,7 @@ from fastapi import Depends, FastAPI
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._compat import LEGACY_STACKS, NATIVE_TASKS, REQUEST_STACK_KEY, check_fastapi
+from ._compat import HANDLER_FRAME_KEY, LEGACY_STACKS, NATIVE_TASKS, REQUEST_STACK_KEY, check_fastapi
 from ._context import CONFIG_KEY, NEW_RUNTIME_KEY, RUNTIME_KEY, TG_KEY, Serving, serving
 from ._runtime import DEFAULT_MAX_THREADS, Runtime
 from .config import TaskConfig
@@ -108,6 +108,7 @@ class _LegacyTasksMiddleware(_TasksMiddleware):
                 scope[REQUEST_STACK_KEY] = stack
                 await self.app(scope, receive, send)
         finally:
+            scope.pop(HANDLER_FRAME_KEY, None)  # the request handler's frame, which holds the scope
             holder.scope = None
             serving.reset(token)
 

@@ -142,7 +142,7 @@ class TasksScheduler(Schedulable):
         route_exit, response_exit = self._route_exit, self._response_exit
         if function_stack is None and LEGACY_STACKS:
             function_stack, request_stack = legacy_function_stack(scope), scope.get(REQUEST_STACK_KEY)
-            exits = LegacyExits(route_exit, response_exit)
+            exits = LegacyExits(scope, route_exit, response_exit)
             route_exit, response_exit = exits.route, exits.response
         if function_stack is None or request_stack is None:
             raise FastAPITasksError(

@@ -8,9 +8,16 @@ import anyio.to_thread
 import fastapi.routing
 import pytest
 
-from fastapi_tasks._compat import FASTAPI_VERSION
+from fastapi_tasks._compat import FASTAPI_VERSION, NATIVE_TASKS
 
-__all__ = ["ABANDON_ON_CANCEL", "FASTAPI_VERSION", "HAS_DEPENDS_SCOPE", "needs_depends_scope", "needs_router_lifespans"]
+__all__ = [
+    "ABANDON_ON_CANCEL",
+    "FASTAPI_VERSION",
+    "HAS_DEPENDS_SCOPE",
+    "needs_depends_scope",
+    "needs_native_tasks",
+    "needs_router_lifespans",
+]
 
 HAS_DEPENDS_SCOPE = FASTAPI_VERSION >= (0, 121)
 """Whether FastAPI has `Depends(scope="function" | "request")` (0.121+)."""
@@ -21,6 +28,11 @@ needs_depends_scope = pytest.mark.skipif(
 needs_router_lifespans = pytest.mark.skipif(
     not hasattr(fastapi.routing, "_merge_lifespan_context"),
     reason="FastAPI runs the lifespan of an included router from 0.112.2 on",
+)
+needs_native_tasks = pytest.mark.skipif(
+    not NATIVE_TASKS,
+    reason="the app's tasks are asyncio tasks of their own only on an anyio whose cancel scopes can be reparented "
+    "(_compat.NATIVE_TASKS); on an older one they are tasks of the app's task group, as on trio",
 )
 
 _RUN_SYNC_OPTIONS = inspect.signature(anyio.to_thread.run_sync).parameters
