@@ -29,6 +29,9 @@ fi
 OLDEST="fastapi==$FASTAPI_MIN anyio==$ANYIO_MIN"
 if [[ "$ANYIO_MIN" == 4.0* ]]; then OLDEST+=" trio==0.22.2"; fi
 if [[ "$FASTAPI_MIN" =~ ^0\.(109|110|111|112)(\.|$) ]]; then OLDEST+=" httpx==0.26.0"; fi
+# anyio's pytest plugin before 4.16 imports _pytest.python.CallSpec2, which pytest 9.2 deprecates with a
+# PytestRemovedIn10Warning that the suite's filterwarnings = error turns into an error at plugin load.
+OLDEST+=" pytest<9.2"
 NEWEST="fastapi anyio trio httpx"
 if [[ $# -eq 0 ]]; then
     set -- oldest newest
