@@ -60,6 +60,7 @@ __all__ = [
     "RunFinishedError",
     "check_fastapi",
     "current_token",
+    "fastapi_version",
     "legacy_function_stack",
     "legacy_validation_error",
     "new_event",
@@ -79,6 +80,12 @@ def _release(name: str) -> tuple[int, ...]:
 
 FASTAPI_VERSION = _release("fastapi")
 ANYIO_VERSION = _release("anyio")
+
+
+def fastapi_version() -> str:
+    """The installed FastAPI's version, as its metadata spells it (for error messages)."""
+    return version("fastapi")
+
 
 LEGACY_STACKS = FASTAPI_VERSION < (0, 118)
 """FastAPI before 0.118: no request stack of FastAPI's, and the function stack found elsewhere."""

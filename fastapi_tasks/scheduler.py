@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._callables import callable_name
-from ._compat import LEGACY_STACKS, REQUEST_STACK_KEY, LegacyExits, legacy_function_stack
+from ._compat import LEGACY_STACKS, REQUEST_STACK_KEY, LegacyExits, fastapi_version, legacy_function_stack
 from ._context import RUNTIME_KEY, serving
 from ._phases import Phase
 from ._runtime import Runtime, runtime_of, shutdown_error
@@ -144,6 +144,13 @@ class TasksScheduler(Schedulable):
             function_stack, request_stack = legacy_function_stack(scope), scope.get(REQUEST_STACK_KEY)
             exits = LegacyExits(scope, route_exit, response_exit)
             route_exit, response_exit = exits.route, exits.response
+            if function_stack is None and request_stack is not None:
+                raise FastAPITasksError(
+                    f"Cannot bind a TasksScheduler to {scope['type']} {scope.get('path', '')!r} on FastAPI "
+                    f"{fastapi_version()}: before 0.118 FastAPI keeps the endpoint's exit stack only where the "
+                    "request handler awaits it, which a sync endpoint's worker thread cannot reach. Take the "
+                    "scheduler from the Tasks dependency, build it in an async endpoint, or use FastAPI 0.121 or later."
+                )
         if function_stack is None or request_stack is None:
             raise FastAPITasksError(
                 f"Cannot bind a TasksScheduler to {scope['type']} {scope.get('path', '')!r}: the scope has no "
