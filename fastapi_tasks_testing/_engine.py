@@ -103,10 +103,8 @@ class Call:
         """What a sync after_route body waits for in its worker thread: set once the app's ASGI call has returned."""
         gate = self._gate
         if gate is None:
-            with _GATE_LOCK:  # a task may be started from a worker thread
-                gate = self._gate
-                if gate is None:
-                    gate = self._gate = threading.Event()
+            with _GATE_LOCK:  # asked for from a worker thread too (task.cancel() there looks at the target)
+                gate = self._gate = self._gate or threading.Event()
             # After publishing it: mark_returned() either sets it, or has noted the return, seen here.
             if self.returned:
                 gate.set()
@@ -173,7 +171,7 @@ class RequestRuntime(Runtime):
         # Not Runtime.__init__: everything but the recording is the real runtime's, whatever it holds.
         for name in _shared_slots(type(real)):
             value = getattr(real, name, _MISSING)
-            if value is not _MISSING:
+            if value is not _MISSING:  # pragma: no branch - the app's runtime sets every slot; a subclass may not
                 object.__setattr__(self, name, value)
         self.real = real
         self.recorder = recorder
