@@ -70,7 +70,7 @@ class _TasksMiddleware:
         async with anyio.create_task_group() as tg:
             try:
                 runtime = self.new_runtime(tg)
-            except FastAPITasksError as exc:
+            except FastAPITasksError as exc:  # pragma: no cover - eager_start on trio: Python 3.12+
                 await _startup_failed(receive, send, exc)
             state[TG_KEY] = tg
             state[RUNTIME_KEY] = runtime
@@ -89,7 +89,7 @@ class _TasksMiddleware:
                     await runtime.shutdown()
 
 
-class _LegacyTasksMiddleware(_TasksMiddleware):
+class _LegacyTasksMiddleware(_TasksMiddleware):  # pragma: no cover - FastAPI < 0.118
     """`_TasksMiddleware` for FastAPI before 0.118, which closes no stack once the response was sent.
 
     It opens that stack itself, around the app (see `_compat.py`), where `TasksScheduler` finds it.
@@ -192,7 +192,7 @@ def add_tasks(
             "add_tasks(app, eager_start=True) needs Python 3.12 or later, where asyncio can start a task eagerly; "
             f"this is Python {sys.version_info.major}.{sys.version_info.minor}. Leave eager_start off."
         )
-    if eager_start and not NATIVE_TASKS:
+    if eager_start and not NATIVE_TASKS:  # pragma: no cover - anyio < 4.14
         raise FastAPITasksError(
             "add_tasks(app, eager_start=True) needs anyio 4.14 or later, whose cancel scopes let the app's runtime "
             f"start its tasks on asyncio's own; this is anyio {version('anyio')}. Upgrade anyio, or leave it off."

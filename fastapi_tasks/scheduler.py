@@ -140,7 +140,7 @@ class TasksScheduler(Schedulable):
         function_stack = scope.get("fastapi_function_astack")
         request_stack = scope.get("fastapi_inner_astack")
         route_exit, response_exit = self._route_exit, self._response_exit
-        if function_stack is None and LEGACY_STACKS:
+        if function_stack is None and LEGACY_STACKS:  # pragma: no cover - FastAPI < 0.118
             function_stack, request_stack = legacy_function_stack(scope), scope.get(REQUEST_STACK_KEY)
             exits = LegacyExits(scope, route_exit, response_exit)
             route_exit, response_exit = exits.route, exits.response

@@ -159,9 +159,9 @@ class _RequestTasks:
         # FastAPI before 0.118, on an app without add_tasks: nothing closes once the response was sent;
         # the stack closed once the endpoint has returned tells whether the request failed.
         self.early_end = stack is None
-        if stack is None:
+        if stack is None:  # pragma: no cover - FastAPI < 0.118
             stack = function_stack
-        if stack is None:
+        if stack is None:  # pragma: no cover - FastAPI < 0.118
             raise FastAPITasksError(
                 f"tasks_recorder cannot follow a request's BackgroundTasks on FastAPI {fastapi.__version__}: the "
                 "request has no exit stack. Please report this to fastapi-tasks, with your FastAPI version."
@@ -214,7 +214,7 @@ class _RequestTasks:
     ) -> None:
         if self.called:
             return
-        if self.early_end and exc_type is None and not self.websocket:
+        if self.early_end and exc_type is None and not self.websocket:  # pragma: no cover
             # The response is built but not sent yet: it runs them, unless it has a background of its own.
             response = _handler_response()
             if response is None or response.background is self.background:
@@ -259,7 +259,7 @@ class _Spied(BackgroundTask):
         record._set_ended(TaskStatus.SUCCEEDED)
 
 
-def _handler_response() -> Any:
+def _handler_response() -> Any:  # pragma: no cover - FastAPI < 0.118
     # FastAPI before 0.118: the response the request handler built inside the stack now closing.
     import fastapi.routing as fastapi_routing
 

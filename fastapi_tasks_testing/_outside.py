@@ -110,23 +110,37 @@ class OutsideWait:
     async def _serve_with_own_runtime(
         self, new_runtime: Callable[[TaskGroup], Runtime], call: Call, scope: Scope, receive: Receive, send: Send
     ) -> None:
+        # The call's task group is owned by a task of its own, in a shielded scope, as the lifespan owns the
+        # app's: a client that cancels its call (TestClient leaving a WebSocket session) cancels the app, not
+        # the call's tasks, which end, after the call, as the lifespan's shutdown would end them.
+        close = anyio.Event()
+
+        async def own_the_tasks(*, task_status: anyio.abc.TaskStatus[Runtime]) -> None:
+            with anyio.CancelScope(shield=True):
+                async with anyio.create_task_group() as tg:
+                    # Built as the app's lifespan builds it, and put where the lifespan puts it, for this call.
+                    runtime = new_runtime(tg)
+                    task_status.started(runtime)
+                    await close.wait()
+                    with anyio.move_on_after(self.waiter.wait_timeout):
+                        # What the call did not wait for (detached tasks) ends with it: no lifespan to outlive.
+                        await runtime.shutdown()
+                    tg.cancel_scope.cancel()
+
         # Entered and left by hand, not in `async with`: the app's own exception must reach the client
         # unchanged, not wrapped in the task group's exception group.
-        tg = anyio.create_task_group()
-        await tg.__aenter__()
-        # Built as the app's lifespan builds it, and put where the lifespan puts it, for this call only.
-        runtime = new_runtime(tg)
-        state = scope.setdefault("state", {})
-        state[TG_KEY] = tg
-        state[RUNTIME_KEY] = runtime
+        owner = anyio.create_task_group()
+        await owner.__aenter__()
         try:
+            runtime: Runtime = await owner.start(own_the_tasks)
+            state = scope.setdefault("state", {})
+            state[TG_KEY] = runtime.tg
+            state[RUNTIME_KEY] = runtime
             await self._serve(call, scope, receive, send)
         finally:
-            with anyio.move_on_after(self.waiter.wait_timeout, shield=True):
-                # What the call did not wait for (detached tasks) ends with it: there is no lifespan to outlive.
-                await runtime.shutdown()
-            tg.cancel_scope.cancel()
-            await tg.__aexit__(None, None, None)
+            close.set()
+            # The owner's body is shielded: leaving waits for it to end the call's tasks, cancelled or not.
+            await owner.__aexit__(None, None, None)
 
     async def _serve(self, call: Call, scope: Scope, receive: Receive, send: Send) -> None:
         cancelled = False

@@ -51,7 +51,7 @@ esac
 # lint tools.
 TOOLS=("pytest>=8.3" "pytest-xdist>=3.6" "pytest-cov>=6" "pytest-randomly>=3.15" "typing-extensions>=4.8"
     "freezegun>=1.5" "asgi-lifespan>=2.1" "uvicorn>=0.30" "taskiq>=0.11.18" "taskiq-redis>=1.0"
-    "celery[redis]>=5.4" "redis>=5" "sniffio")
+    "celery[redis]>=5.4" "redis>=5" "sniffio" "httpx>=0.26" "trio>=0.22")
 
 mkdir "$WORK/src"
 cp -r tests examples docs conftest.py pyproject.toml README.md "$WORK/src/"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import inspect
 
 import anyio.to_thread
@@ -14,10 +15,14 @@ __all__ = [
     "ABANDON_ON_CANCEL",
     "FASTAPI_VERSION",
     "HAS_DEPENDS_SCOPE",
+    "STARLETTE_VERSION",
     "needs_depends_scope",
     "needs_native_tasks",
     "needs_router_lifespans",
 ]
+
+STARLETTE_VERSION = tuple(int(part) for part in importlib.metadata.version("starlette").split(".")[:2])
+"""The installed Starlette's (major, minor)."""
 
 HAS_DEPENDS_SCOPE = FASTAPI_VERSION >= (0, 121)
 """Whether FastAPI has `Depends(scope="function" | "request")` (0.121+)."""

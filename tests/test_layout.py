@@ -15,7 +15,11 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+import fastapi_tasks
+
+# Where the packages are imported from: the checkout, or an installed copy (scripts/check_versions.sh and
+# check_wheel.sh run the tests against one, away from the sources).
+ROOT = Path(fastapi_tasks.__file__).resolve().parent.parent
 PACKAGES = ("fastapi_tasks", "fastapi_tasks_testing")
 
 TYPE_ONLY_BACK_EDGES = {

@@ -32,7 +32,7 @@ def public_names(module: ModuleType) -> set[str]:
     return {
         name
         for name, value in vars(module).items()
-        if not name.startswith("_")
+        if not name.startswith(("_", "@"))  # "@py_builtins": pytest's assertion rewriting, in an installed wheel
         and name != "annotations"
         and not (isinstance(value, ModuleType) and value.__name__.startswith(f"{module.__name__}."))
     } | {name for name in module.__all__ if isinstance(getattr(module, name), ModuleType)}

@@ -1267,7 +1267,8 @@ def test_signup_schedules_email_after_response_and_audit_after_route(
     assert response.status_code == 200
     tasks_recorder.assert_scheduled(send_email, "a@b.c", phase="after_response")
     tasks_recorder.assert_scheduled(audit, "after a@b.c", phase="after_route")
-    tasks_recorder.assert_order(audit, send_email)
+    # No order between them: the sync audit's thread races the response in production.
+    tasks_recorder.assert_succeeded(audit, "after a@b.c")
     tasks_recorder.for_request("POST", "/signup").assert_succeeded(send_email, "a@b.c")
 
 

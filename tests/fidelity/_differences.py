@@ -73,15 +73,16 @@ ACCEPTED_DIFFERENCES: dict[str, AcceptedDifference] = {
         ),
         what=(
             "Without a lifespan (a bare test client), a task that would outlive its request: one `detach()`ed, "
-            "one of a call the client cancelled, and on trio the tasks of a WebSocket session that the client "
-            "closes while they run."
+            "or one of a call the client cancelled; and how a bare `TestClient` WebSocket session that the client "
+            "closes ends, seen from outside the app."
         ),
         reason=(
             "In production such a task goes on in the app's task group, which the lifespan keeps. A call "
             "served without the lifespan has a task group and runtime of its own, which end with the call: "
-            "the task is cancelled then (and logged, as a shutdown logs it); on trio, the tasks of a bare "
-            "`TestClient` WebSocket session are in the session's cancel scope, which the client cancels when it "
-            "closes the session, and a handler waiting for them is cancelled with them. Run the lifespan "
+            "the task is cancelled then (and logged, as a shutdown logs it). A bare `TestClient` cancels a "
+            "WebSocket session when the client leaves it: the app and its tasks run to their end, as under a "
+            "server, but the call then ends with that cancellation rather than the app's `WebSocketDisconnect`. "
+            "Run the lifespan "
             "(`with TestClient(app)`, or `LifespanManager`) to test a task that outlives its request."
         ),
     ),

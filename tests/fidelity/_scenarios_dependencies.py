@@ -418,10 +418,11 @@ SCENARIOS = [
     Scenario(
         "async-after-route-session-behind-immediate-tasks",
         "Issue 20 #4: an async after_route task, behind two immediate tasks, uses a request-scoped session before "
-        "its first await, through TestClient: the event loop decides, and it finds the session open (as on uvicorn).",
+        "its first await, through TestClient: the event loop decides, the same way in every driver. With Starlette "
+        "1.x it finds the session open (as on uvicorn); with the Starlette of FastAPI 0.121 (0.49), whose response "
+        "is sent without a turn of the loop, the request-scoped teardown comes first and it finds it closed.",
         async_after_route_behind_immediate_tasks,
         sync_script=_get_root_with_testclient,
-        expect=_session_seen(closed=False),
         fastapi=TEARDOWN_AFTER_RESPONSE,
     ),
     Scenario(

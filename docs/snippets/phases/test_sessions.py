@@ -18,7 +18,8 @@ def test_only_the_async_task_finds_the_session_open(
 ) -> None:
     TestClient(app).post("/orders/7")
 
-    # The event loop decides: as in production, every time.
+    # The event loop decides, as in production: with Starlette 1.x the response
+    # is sent first, and the request's session is still open when it begins.
     tasks_recorder.assert_succeeded(sessions.audit, ANY, 7)
     # A thread races the loop: the task loses, every time.
     tasks_recorder.assert_failed(
