@@ -84,8 +84,8 @@ with zipfile.ZipFile(wheel_path) as wheel:
     if f"{dist_info}/entry_points.txt" in names:
         entry_points.read_string(wheel.read(f"{dist_info}/entry_points.txt").decode())
     pytest11 = dict(entry_points["pytest11"]) if entry_points.has_section("pytest11") else {}
-    if pytest11 != {"fastapi_tasks": "fastapi_tasks_testing.plugin"}:
-        problems.append("wheel: the pytest11 entry point is not fastapi_tasks = fastapi_tasks_testing.plugin")
+    if pytest11 != {"fastapi_tasks": "fastapi_tasks_testing._entry_point"}:
+        problems.append("wheel: the pytest11 entry point is not fastapi_tasks = fastapi_tasks_testing._entry_point")
     license_name = f"{dist_info}/licenses/LICENSE"
     if license_name not in names:
         problems.append(f"wheel: {license_name} is missing")
@@ -189,6 +189,7 @@ import pytest
 
 import fastapi_tasks
 import fastapi_tasks_testing
+import fastapi_tasks_testing._entry_point
 import fastapi_tasks_testing.plugin
 
 SITE = Path(sysconfig.get_paths()["purelib"]).resolve()
@@ -196,11 +197,26 @@ CHECKOUT = Path(os.environ["FASTAPI_TASKS_CHECKOUT"]).resolve()
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # As the project's root conftest.py does: Starlette 1.x's nudge from httpx to httpx2 is expected.
+    try:
+        from starlette.exceptions import StarletteDeprecationWarning  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        config.addinivalue_line(
+            "filterwarnings",
+            "ignore:Using `httpx` with `starlette.testclient` is deprecated"
+            ":starlette.exceptions.StarletteDeprecationWarning",
+        )
     for module in (fastapi_tasks, fastapi_tasks_testing, fastapi_tasks_testing.plugin):
         path = Path(module.__file__).resolve()
         if not path.is_relative_to(SITE):
             raise pytest.UsageError(f"{module.__name__} is imported from {path}, not from {SITE}")
-    if config.pluginmanager.get_plugin("fastapi_tasks") is not fastapi_tasks_testing.plugin:
+    # The entry point names _entry_point.py, which loads the plugin module under its own name.
+    plugins = config.pluginmanager
+    if plugins.get_plugin("fastapi_tasks") is not fastapi_tasks_testing._entry_point or (
+        plugins.get_plugin("fastapi_tasks_testing.plugin") is not fastapi_tasks_testing.plugin
+    ):
         raise pytest.UsageError("the plugin was not loaded through its pytest11 entry point")
     inside = [entry for entry in sys.path if entry and Path(entry).resolve().is_relative_to(CHECKOUT)]
     if inside:
