@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from _pytest.mark import ParameterSet
-from _versions import STARLETTE_VERSION
 
 # Imported once, before the samples' runs: pytester puts sys.modules back after each run, and a queue
 # library imported afresh by a later sample would not be the one fastapi-tasks' cached adapter knows.
@@ -120,16 +118,7 @@ def topic_files(topic: Path) -> dict[str, str]:
     return {str(path.relative_to(topic)): path.read_text(encoding="utf-8") for path in source_files(topic)}
 
 
-def _topic(path: Path) -> ParameterSet:
-    marks = []
-    if path.name == "phases" and STARLETTE_VERSION < (1, 0):
-        # Its async after_route task finds the request-scoped session open because Starlette 1.x sends the
-        # response, a turn of the event loop, before the teardown; an older one tears down first.
-        marks.append(pytest.mark.skip(reason="the phases sample's session timing needs Starlette 1.x"))
-    return pytest.param(path, marks=marks, id=path.name)
-
-
-@pytest.mark.parametrize("topic", [_topic(path) for path in TOPICS])
+@pytest.mark.parametrize("topic", TOPICS, ids=lambda path: path.name)
 def test_snippet_project_passes(pytester: pytest.Pytester, topic: Path) -> None:
     modules = {path.stem for path in topic.glob("*.py")} - {"conftest"}
     tests = {name for name in modules if name.startswith("test_")}

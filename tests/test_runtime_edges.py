@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Literal
@@ -172,6 +173,10 @@ async def test_a_discarded_batch_whose_tasks_were_all_cancelled_logs_no_discard(
 
 
 @needs_native_tasks
+@pytest.mark.skipif(
+    sys.version_info < (3, 11),
+    reason="asyncio has no Task.cancelling() before Python 3.11: such an end is labelled failed there (known limit)",
+)
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_a_task_whose_asyncio_task_something_else_cancels_ends_cancelled_with_a_warning(
     caplog: pytest.LogCaptureFixture,

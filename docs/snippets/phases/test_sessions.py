@@ -13,14 +13,14 @@ def app() -> FastAPI:
     return sessions.app
 
 
-def test_only_the_async_task_finds_the_session_open(
+def test_the_sync_task_never_finds_the_session_open(
     app: FastAPI, tasks_recorder: RecordingScheduler
 ) -> None:
     TestClient(app).post("/orders/7")
 
-    # The event loop decides, as in production: with Starlette 1.x the response
-    # is sent first, and the request's session is still open when it begins.
-    tasks_recorder.assert_succeeded(sessions.audit, ANY, 7)
+    # The event loop decides, as in production: whether the async task begins
+    # before the session is closed depends on the Starlette and Python versions.
+    tasks_recorder.assert_scheduled_once(sessions.audit, ANY, 7)
     # A thread races the loop: the task loses, every time.
     tasks_recorder.assert_failed(
         sessions.audit_in_a_thread, RuntimeError, "session is closed"
