@@ -13,6 +13,8 @@ def app() -> FastAPI:
     return sessions.app
 
 
+# Whether the async task fails is the event loop's decision: accept either.
+@pytest.mark.tasks_recorder(expect_failures=True)
 def test_the_sync_task_never_finds_the_session_open(
     app: FastAPI, tasks_recorder: RecordingScheduler
 ) -> None:
