@@ -441,11 +441,11 @@ async def test_shutdown_cancels_a_running_eager_task_and_waits_for_a_shielded_on
 @needs_eager_start
 @asyncio_only
 @pytest.mark.anyio
-@pytest.mark.parametrize(("mode", "began_in_schedule"), [("spy", True), ("run", False)])
+@pytest.mark.parametrize(("mode", "began_in_schedule"), [("spy", True), ("run", True)])
 async def test_spy_mode_starts_tasks_eagerly_as_production_does(
     mode: Literal["spy", "run"], began_in_schedule: bool
 ) -> None:
-    """Spy mode starts tasks through the app's runtime; run mode does not start them eagerly (documented)."""
+    """Spy and run mode start tasks through the app's runtime's own spawn: eagerly, as production does."""
     app = eager_app()
     log: list[str] = []
 
