@@ -6,6 +6,7 @@ during an outage against a real Redis is in tests/integration/test_spool_restart
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import itertools
 import logging
@@ -397,8 +398,9 @@ async def test_a_spool_whose_file_fails_keeps_the_job_in_memory_only(
     spool = open_spool(spool_dir, "SpooledQueue")
     assert spool is not None
     assert repr(spool) == f"<Spool {str(spool_dir)!r}>"
-    with sqlite3.connect(spool.path) as other:  # the file is damaged under it (or replaced)
+    with contextlib.closing(sqlite3.connect(spool.path)) as other:  # the file is damaged under it (or replaced)
         other.execute("DROP TABLE jobs")
+        other.commit()
 
     assert await spool.keep("p-lost", "parcels.send", (1,), {}) is False
     assert caplog.messages == [
