@@ -167,6 +167,12 @@ def _is_cancellation(exc: BaseException) -> bool:
 
 def _ended_by(task: Task[..., Any], exc: BaseException, host: TaskHost | None) -> None:
     if cancelled_by_us(exc, task):
+        if not task._cancel_requested:
+            # Neither Task.cancel() nor the runtime: the task group's own scope, which the server cancelled
+            # while the app shut down. The shutdown's summary is logged first.
+            stopped_waiting = getattr(host, "server_stopped_waiting", None)
+            if stopped_waiting is not None:
+                stopped_waiting()
         if not task._status.ended:  # else Task.cancel() ended it while it waited for a thread
             task._set_ended(TaskStatus.CANCELLED)
             log(WARNING, "Background task %s was cancelled before it finished", _name(task))

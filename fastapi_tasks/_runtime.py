@@ -42,6 +42,9 @@ DEFAULT_MAX_THREADS = 40
 
 # The app's runtime of each app's task group: `TasksScheduler(request.state.fastapi_tasks_tg)` shares it
 # wherever it is built (the lifespan, a helper task, a thread of the app's own).
+_UNBOUND_PRUNE = 64
+"""How many batches of schedulers built outside a request a runtime holds before it lets go of the started ones."""
+
 _BY_TASK_GROUP: weakref.WeakKeyDictionary[Any, Runtime] = weakref.WeakKeyDictionary()
 
 
@@ -59,7 +62,9 @@ class Runtime:
     __slots__ = (
         "_create_task",
         "_idle",
+        "_shutting_down",
         "_start_in_group",
+        "_unbound_limit",
         "closed",
         "config",
         "limiter",
@@ -98,8 +103,11 @@ class Runtime:
         self.limiter = anyio.CapacityLimiter(max_threads)
         self.live: set[Task[..., Any]] = set()
         # The batches of schedulers built outside a request (in a task, in the lifespan), which their
-        # code starts by hand: those it never started are cancelled and named at shutdown.
-        self.unbound: weakref.WeakSet[TasksBatch] = weakref.WeakSet()
+        # code starts by hand: those it never started are cancelled and named at shutdown. Held strongly
+        # (`hold_unbound`): a batch whose scheduler the code dropped must still be found, whenever the
+        # garbage collector happens to run; the started and discarded ones are let go as the set grows.
+        self.unbound: set[TasksBatch] = set()
+        self._unbound_limit = _UNBOUND_PRUNE
         self.closed = False
         self._idle: anyio.Event | None = None
         # What a task sees as its "current request": none, only the app's runtime. A task copies the
@@ -114,6 +122,7 @@ class Runtime:
         self.log_exception_messages = log_exception_messages
         # Set when the server stopped waiting for the shutdown (it cancelled the lifespan).
         self.stopped_waiting = False
+        self._shutting_down = False
         # On asyncio, the app's own runtime (`native`) starts each task as an asyncio task of its own
         # and supervises it itself: anyio's task group costs several times as much per task, in time
         # and memory. On trio, and for a task group the app passed in, tasks go through anyio.
@@ -122,6 +131,15 @@ class Runtime:
         self._start_in_group = task_group_starter(tg)
         if native:
             _BY_TASK_GROUP[tg] = self
+
+    def hold_unbound(self, batch: TasksBatch) -> None:
+        """Keep `batch`, of a scheduler built outside a request, until it is started or the app shuts down."""
+        unbound = self.unbound
+        unbound.add(batch)
+        if len(unbound) >= self._unbound_limit:
+            # Amortized: each batch is looked at a bounded number of times however many are made.
+            self.unbound = unbound = {batch for batch in unbound if batch._state is OPEN}
+            self._unbound_limit = max(_UNBOUND_PRUNE, 2 * len(unbound))
 
     def new_task(
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], config: TaskConfig, phase: Phase
@@ -248,6 +266,7 @@ class Runtime:
                 await self._wait_idle()
             return
         self._watch_ends()
+        self._shutting_down = True
         try:
             if self.shutdown_timeout and self.live:
                 with anyio.move_on_after(self.shutdown_timeout):
@@ -255,9 +274,20 @@ class Runtime:
             self._close(_SHUTTING_DOWN)
             await self._wait_idle()
         except anyio.get_cancelled_exc_class():
-            self.stopped_waiting = True
-            self._close(_STOPPED_WAITING.format(grace=_seconds(self.shutdown_timeout)))
+            self.server_stopped_waiting()
             raise
+
+    def server_stopped_waiting(self) -> None:
+        """The server cancelled the shutdown: name the unfinished tasks, saying so, and cancel the unshielded ones.
+
+        Called by the shutdown, or first by the runner of a task the same cancellation reached (on trio, and
+        wherever tasks run in the app's task group, the server's cancel reaches the tasks and the shutdown in
+        the same step, in no set order): the summary comes before any task's own line. Once only.
+        """
+        if self.stopped_waiting or not self._shutting_down:
+            return
+        self.stopped_waiting = True
+        self._close(_STOPPED_WAITING.format(grace=_seconds(self.shutdown_timeout)))
 
     def _close(self, summary: str) -> None:
         # Refuse new tasks, cancel the never-started batches, name the unfinished tasks and cancel the

@@ -8,6 +8,7 @@ starts tasks through anyio's task group instead, and this module has nothing to 
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -55,6 +56,35 @@ def _raise(exc: BaseException) -> None:  # pragma: no cover - Python 3.12+ only
     raise exc
 
 
+if sys.version_info < (3, 11):  # pragma: no cover - Python 3.10; scripts/check_pythons.sh runs it
+
+    class _CountedTask(asyncio.Task):  # type: ignore[type-arg]
+        """Python 3.10's asyncio task with the `cancelling()` of 3.11, for the cancellations that are not anyio's.
+
+        The runner tells a task the event loop or the server cancelled (it ended cancelled) from one that
+        raised a `CancelledError` of a future it awaited (it failed) by `cancelling()`. anyio on 3.10 cancels
+        a task to deliver its cancel scopes' cancellations, and takes nothing back when a scope catches it:
+        those are not counted (anyio's scopes are told apart by `cancelled_by_us` anyway).
+        """
+
+        _outside_cancels = 0
+
+        def cancel(self, msg: Any = None) -> bool:
+            caller = sys._getframe(1).f_globals.get("__name__", "")
+            if not self.done() and not caller.startswith("anyio."):
+                self._outside_cancels += 1
+            return super().cancel(msg)
+
+        def cancelling(self) -> int:
+            return self._outside_cancels
+
+    def _counted_task_factory(loop: asyncio.AbstractEventLoop) -> Callable[..., asyncio.Task[Any]]:
+        def create_task(coro: Any, *, name: str) -> asyncio.Task[Any]:
+            return _CountedTask(coro, loop=loop, name=name)
+
+        return create_task
+
+
 def native_task_factory(eager_start: bool) -> Callable[..., asyncio.Task[Any] | None] | None:
     """How the app's runtime starts a task on the running event loop: `None` when it is not asyncio's.
 
@@ -72,4 +102,8 @@ def native_task_factory(eager_start: bool) -> Callable[..., asyncio.Task[Any] | 
                 "(trio). Leave eager_start off there."
             )
         return _EagerStart(loop)
-    return None if loop is None else loop.create_task
+    if loop is None:
+        return None
+    if sys.version_info < (3, 11):  # pragma: no cover - Python 3.10
+        return _counted_task_factory(loop)
+    return loop.create_task

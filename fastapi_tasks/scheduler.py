@@ -125,7 +125,7 @@ class TasksScheduler(Schedulable):
             return batch
         batch._owner = self
         if self._kind is _UNBOUND:
-            self._runtime.unbound.add(batch)
+            self._runtime.hold_unbound(batch)
         return batch
 
     def _bind(self, scope: Scope) -> None:

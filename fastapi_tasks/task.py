@@ -211,6 +211,7 @@ class Task(Generic[P, T]):
                 self._cancel_requested = True  # pragma: no cover - eager_start: Python 3.12+ only
             return
         if not isinstance(handle, asyncio.Task):
+            self._cancel_requested = True  # the runner tells this cancellation from the server's
             handle.cancel()  # anyio's: the task's cancel scope, inside which a shielded task runs on
         elif pending:
             # A task whose coroutine has not begun needs no cancelling: its runner sees that it ended

@@ -4,9 +4,9 @@ tasks cancelled by something other than the runtime, and logging that fails all 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import re
-import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Literal
@@ -16,7 +16,7 @@ import httpx
 import pytest
 from _versions import needs_native_tasks
 from asgi_lifespan import LifespanManager
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from starlette.types import ASGIApp, Message, Scope
 
 from fastapi_tasks import Phase, Task, TaskConfig, Tasks, TasksBatch, TasksScheduler, TaskStatus, add_tasks
@@ -146,6 +146,49 @@ async def test_an_unbound_batch_whose_tasks_were_all_cancelled_is_not_named_at_s
     assert messages(caplog, logging.WARNING) == []
 
 
+async def test_a_task_that_starts_its_batches_by_hand_keeps_no_started_batch_and_loses_no_unstarted_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A runtime holds the batches of schedulers built in its tasks until they are started (a dropped
+    # scheduler's batch must not be lost to the garbage collector); started ones are let go as the set
+    # grows, so a long-lived task that defers and starts by hand does not grow it without bound.
+    app = FastAPI()
+    add_tasks(app)
+    handles: list[Task[..., Any]] = []
+    held: list[int] = []
+
+    async def worker(runtime: Runtime) -> None:
+        for order in range(500):
+            scheduler = TasksScheduler()
+            batch = scheduler.after_response
+            handle = batch.task(name=f"receipt {order}").schedule(receipt, order)
+            if order == 7:
+                handles.append(handle)  # never started: cancelled and named at shutdown
+                continue
+            handle.cancel()  # started by hand, cancelled first so that it does not run
+            batch.__start__(scheduler)
+            held.append(len(runtime.unbound))
+
+    @app.post("/")
+    async def endpoint(request: Request, tasks: Tasks) -> None:
+        handles.append(tasks.schedule(worker, request.state.fastapi_tasks_runtime))
+
+    with caplog.at_level(logging.INFO, logger="fastapi_tasks"):
+        async with serve(app) as client:
+            await client.post("/")
+            with anyio.fail_after(TIMEOUT):
+                await handles[0].wait()
+            gc.collect()
+
+    assert handles[0].status is TaskStatus.SUCCEEDED, handles[0].exception
+    assert max(held) <= 128, max(held)
+    assert handles[1].status is TaskStatus.CANCELLED
+    assert messages(caplog, logging.WARNING) == [
+        "Cancelled 1 after_response task(s) whose batch was never started: 'receipt 7'. A TasksScheduler built "
+        "outside a request (in a task, or in the lifespan) starts its batches by hand: batch.__start__(scheduler)"
+    ]
+
+
 async def test_a_discarded_batch_whose_tasks_were_all_cancelled_logs_no_discard(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -173,10 +216,6 @@ async def test_a_discarded_batch_whose_tasks_were_all_cancelled_logs_no_discard(
 
 
 @needs_native_tasks
-@pytest.mark.skipif(
-    sys.version_info < (3, 11),
-    reason="asyncio has no Task.cancelling() before Python 3.11: such an end is labelled failed there (known limit)",
-)
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_a_task_whose_asyncio_task_something_else_cancels_ends_cancelled_with_a_warning(
     caplog: pytest.LogCaptureFixture,

@@ -8,6 +8,7 @@ stop a process run it in a subprocess. Every wait is on an event, with `anyio.fa
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import re
 import subprocess
@@ -285,11 +286,6 @@ async def test_a_scheduler_built_in_a_helper_task_binds_to_the_apps_runtime(
 ) -> None:
     if helper == "asyncio-gather" and anyio_backend == "trio":
         pytest.skip("asyncio.gather needs asyncio")
-    if anyio_backend == "asyncio" and when == "while-streaming" and helper != "to-thread":
-        # A known race, not fixed yet (issue 21 item 3): on asyncio, the never-started after_route batch of a
-        # scheduler built in a helper task while the response streams sometimes stays pending at shutdown
-        # instead of being cancelled and named. Not strict: the race goes either way from run to run.
-        request.applymarker(pytest.mark.xfail(strict=False, reason="known race: the unbound batch may stay pending"))
     handled: list[str] = []
     request_ended, stream_started, helper_done = anyio.Event(), anyio.Event(), anyio.Event()
     results: dict[str, Any] = {}
@@ -347,6 +343,9 @@ async def test_a_scheduler_built_in_a_helper_task_binds_to_the_apps_runtime(
             request_ended.set()
             await helper_done.wait()
             assert "error" not in results, results
+            # The helper dropped its schedulers: the garbage collector may free them (and their batches,
+            # a reference cycle) at any time; that must not lose the never-started batch.
+            gc.collect()
             await results["immediate"].wait()
             await results["from-tg"].wait()
 
@@ -568,18 +567,15 @@ async def test_a_server_that_stops_waiting_gets_the_unfinished_named_and_the_tas
             await handles["shielded"].wait()
 
     warnings = messages(caplog, logging.WARNING)
-    # On trio the server's cancel reaches the tasks of the lifespan's task group in the same step as the
-    # shutdown: a task's own "cancelled" line may come first there. On asyncio the summary is first.
-    if not native:
-        [summary] = [w for w in warnings if w.startswith("The server stopped waiting")]
-        assert "'shielded' (shielded)" in summary, summary
-    else:
-        assert warnings[0] == (
-            "The server stopped waiting for the app's shutdown (grace period: shutdown_timeout=60 s) with 2 "
-            "background task(s) unfinished: 'plain', 'shielded' (shielded). Cancelling them: the unshielded ones "
-            "now, the others with the event loop. Give the server a shutdown timeout longer than "
-            "add_tasks(app, shutdown_timeout=...): see docs/shutdown.md"
-        ), warnings
+    # On trio (and wherever tasks run in the lifespan's task group) the server's cancel reaches the tasks in
+    # the same step as the shutdown, in no set order: whichever sees it first logs the summary, once.
+    assert warnings[0] == (
+        "The server stopped waiting for the app's shutdown (grace period: shutdown_timeout=60 s) with 2 "
+        "background task(s) unfinished: 'plain', 'shielded' (shielded). Cancelling them: the unshielded ones "
+        "now, the others with the event loop. Give the server a shutdown timeout longer than "
+        "add_tasks(app, shutdown_timeout=...): see docs/shutdown.md"
+    ), warnings
+    assert sum(w.startswith("The server stopped waiting") for w in warnings) == 1, warnings
     assert handles["plain"].status is TaskStatus.CANCELLED
     expected = TaskStatus.CANCELLED if native else TaskStatus.SUCCEEDED
     assert handles["shielded"].status is expected
