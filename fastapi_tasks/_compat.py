@@ -99,6 +99,8 @@ _FUNCTION_STACK_FOUND = "fastapi_tasks_function_astack"
 """Where `legacy_function_stack()` keeps the stack it found, for the other schedulers of the request."""
 HANDLER_FRAME_KEY = "fastapi_tasks_handler_frame"
 """Where `legacy_function_stack()` keeps the request handler's frame, for `legacy_validation_error()`."""
+_VALIDATION_KEY = "fastapi_tasks_validation_error"
+"""Where `legacy_validation_error()` keeps what it found, once it has let go of the handler's frame."""
 
 
 def check_fastapi() -> None:
@@ -152,15 +154,19 @@ def legacy_validation_error(scope: Scope) -> BaseException | None:  # pragma: no
     """FastAPI 0.110 to 0.117: the `RequestValidationError` the request handler raises once the function stack
     has closed (cleanly), if the request failed validation; `None` otherwise, or where the handler was not found.
     """
-    frame = scope.get(HANDLER_FRAME_KEY)
-    if frame is None:
-        return None
-    errors = frame.f_locals.get("errors")
-    if not errors:
-        return None
-    from fastapi.exceptions import RequestValidationError
+    if _VALIDATION_KEY in scope:
+        return scope[_VALIDATION_KEY]  # type: ignore[no-any-return]
+    # Read once, for every scheduler of the request, and let go of: a frame that has returned still holds
+    # its locals (the endpoint's dependencies, its schedulers), and the server may keep the scope a while.
+    frame = scope.pop(HANDLER_FRAME_KEY, None)
+    errors = None if frame is None else frame.f_locals.get("errors")
+    error = None
+    if errors:
+        from fastapi.exceptions import RequestValidationError
 
-    return RequestValidationError(errors)
+        error = RequestValidationError(errors)
+    scope[_VALIDATION_KEY] = error
+    return error
 
 
 class LegacyExits:  # pragma: no cover - FastAPI < 0.118

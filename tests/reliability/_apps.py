@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sys
 import threading
@@ -13,6 +14,7 @@ from typing import Any
 
 import anyio
 import anyio.from_thread
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -274,9 +276,27 @@ def make_load_app(tally: Tally, hooks: ServerHooks, *, fault_every: int = 0) -> 
         for task in tally.alive():
             await task.wait()
             waited += 1
+        await _give_every_worker_thread_a_new_job()
         return {"waited": waited}
 
     return app
+
+
+async def _give_every_worker_thread_a_new_job() -> None:
+    """Make each idle anyio worker thread let go of its last job, which anyio 4.0 keeps until the next one.
+
+    An idle worker thread of anyio 4.0 still holds the last function it ran, with its arguments: a sync
+    endpoint's, with the request's scheduler. As many jobs as there are worker threads, each waiting until
+    all have started, reach every idle one (anyio hands work to idle threads before it starts new ones).
+    """
+    workers = sum(thread.name == "AnyIO worker thread" for thread in threading.enumerate())
+    if not workers:
+        return
+    barrier = threading.Barrier(workers)
+    limiter = anyio.CapacityLimiter(workers)
+    async with anyio.create_task_group() as tg:
+        for _ in range(workers):
+            tg.start_soon(functools.partial(anyio.to_thread.run_sync, barrier.wait, 30.0, limiter=limiter))
 
 
 # --- starvation --------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from fastapi_tasks import Task, TaskConfig, Tasks, TasksScheduler, TaskStatus, add_tasks
 from fastapi_tasks import tasks as tasks_module
+from fastapi_tasks._compat import LEGACY_STACKS
 from fastapi_tasks.errors import FastAPITasksError
 
 if sys.version_info >= (3, 11):
@@ -340,6 +341,9 @@ async def test_deferred_tasks_run_behind_a_middleware_that_copies_the_scope(endp
 
 
 @pytest.mark.anyio
+@pytest.mark.skipif(
+    LEGACY_STACKS, reason="before 0.118 FastAPI's stacks are found without the scope: see the next test"
+)
 async def test_a_scheduler_built_from_the_task_group_behind_a_copying_middleware_raises() -> None:
     app = app_behind_a_copying_middleware()
     errors: list[Exception] = []
@@ -362,6 +366,32 @@ async def test_a_scheduler_built_from_the_task_group_behind_a_copying_middleware
         "endpoint passed a copy of the scope on: take the scheduler from the Tasks dependency, which sees the "
         "endpoint's own scope."
     )
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(not LEGACY_STACKS, reason="FastAPI 0.121+ keeps its stacks only in the scope: see the test above")
+async def test_before_fastapi_0_118_a_scheduler_built_from_the_task_group_behind_a_copying_middleware_binds() -> None:
+    # Before 0.118 the endpoint's exit stack is found where FastAPI's request handler awaits it, and the
+    # request's own is opened by the add_tasks middleware, outside the copying one: both phases start.
+    app = app_behind_a_copying_middleware()
+    handles: list[Task[..., Any]] = []
+
+    async def job(phase: str) -> str:
+        return phase
+
+    @app.post("/direct")
+    async def endpoint(request: Request) -> None:
+        scheduler = TasksScheduler(request.state.fastapi_tasks_tg)
+        handles.append(scheduler.after_route.schedule(job, "after_route"))
+        handles.append(scheduler.after_response.schedule(job, "after_response"))
+
+    with anyio.fail_after(TIMEOUT):
+        async with serve(app) as client:
+            assert (await client.post("/api/direct")).status_code == 200
+            for handle in handles:
+                await handle.wait()
+
+    assert [handle.result for handle in handles] == ["after_route", "after_response"]
 
 
 # --- 3. sync tasks have threads of their own -------------------------------------------------------
