@@ -177,6 +177,15 @@ def _after_the_endpoint(exc: BaseException | None) -> str:
             f"the request was cancelled before the response was sent ({name}): the server cancelled it, as "
             "servers do at shutdown and some when the client disconnects"
         )
-    if isinstance(exc, OSError | ClientDisconnect):
+    if _client_went_away(exc):
         return f"the client went away before the response was sent ({name})"
     return f"sending the response or tearing down a request-scoped dependency raised {name} after the endpoint returned"
+
+
+def _client_went_away(exc: BaseException | None) -> bool:
+    # Starlette before 0.38 sends a streaming response from a task group of its own: the send error reaches
+    # the stack inside an exception group (anyio's on trio).
+    if isinstance(exc, OSError | ClientDisconnect):
+        return True
+    inner = getattr(exc, "exceptions", None)
+    return isinstance(inner, tuple) and bool(inner) and all(_client_went_away(leaf) for leaf in inner)

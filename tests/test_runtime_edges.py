@@ -7,6 +7,7 @@ import asyncio
 import gc
 import logging
 import re
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Literal
@@ -19,10 +20,14 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI, Request
 from starlette.types import ASGIApp, Message, Scope
 
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
 from fastapi_tasks import Phase, Task, TaskConfig, Tasks, TasksBatch, TasksScheduler, TaskStatus, add_tasks
 from fastapi_tasks._log import log
 from fastapi_tasks._runner import handle_error
 from fastapi_tasks._runtime import Runtime
+from fastapi_tasks.batch import _after_the_endpoint
 from fastapi_tasks.errors import BacklogFullError
 
 Backend = Literal["asyncio", "trio"]
@@ -430,3 +435,23 @@ async def test_a_lifespan_without_state_that_starts_with_another_message_is_sent
     with pytest.raises(RuntimeError, match=r"^add_tasks\(\) needs an ASGI server that supports lifespan state "):
         await app(scope, receive, send)
     assert sent == []
+
+
+# --- why an after_response batch was discarded ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("exc", "went_away"),
+    [
+        (OSError("broken pipe"), True),
+        (BaseExceptionGroup("send", [OSError("broken pipe")]), True),  # Starlette < 0.38's streaming response
+        (BaseExceptionGroup("send", [ConnectionResetError(), BaseExceptionGroup("inner", [OSError()])]), True),
+        (BaseExceptionGroup("send", [OSError(), ValueError()]), False),
+        (ValueError("teardown"), False),
+    ],
+)
+async def test_a_discard_after_the_endpoint_blames_the_client_only_when_every_error_is_the_clients_leaving(
+    exc: BaseException, went_away: bool
+) -> None:
+    why = _after_the_endpoint(exc)
+    assert why.startswith("the client went away before the response was sent") is went_away, why

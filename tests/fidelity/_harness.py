@@ -447,6 +447,8 @@ class Scenario:
             project's oldest (older ones skip it).
         fastapi: the oldest FastAPI the scenario runs on, and the feature that needs it, for one that
             the project's oldest lacks (older ones skip it): `((0, 121), "Depends(scope=...)")`.
+        starlette: likewise, the oldest Starlette (major, minor) the scenario runs on, for what an older
+            Starlette's `TestClient` cannot show: `((0, 45), "...")`.
         install_on: the app the recorder is installed on; by default the one `build` returned.
         recorder_setup: configures the recorder once it is installed, before the script runs (what a
             test would do with `tasks_recorder`), in both recorder drivers.
@@ -471,6 +473,7 @@ class Scenario:
     backends: tuple[Backend, ...] = ("asyncio", "trio")
     python: tuple[int, int] = (3, 10)
     fastapi: tuple[tuple[int, ...], str] | None = None
+    starlette: tuple[tuple[int, ...], str] | None = None
     install_on: Callable[[FastAPI], FastAPI] | None = None
     recorder_setup: Callable[[RecordingScheduler], None] | None = None
     accepted: tuple[str, ...] = ()

@@ -732,6 +732,9 @@ SCENARIOS = [
         sync_script=_chat_then_client_leaves_at_once,
         expect=_all_succeeded,
         accepted_bare=("nothing-outlives-a-bare-call",),
+        # An older TestClient neither cancels the session nor waits for it when the block ends: what the
+        # script reads next, the session may not have done yet, with or without the recorder.
+        starlette=((0, 45), "TestClient waiting for the end of a WebSocket session it leaves"),
     ),
     Scenario(
         "testclient-http",

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from _pytest.mark.structures import ParameterSet
-from _versions import FASTAPI_VERSION
+from _versions import FASTAPI_VERSION, STARLETTE_VERSION
 
 from . import (
     _scenarios_concurrency,
@@ -83,6 +83,9 @@ def _marks(scenario: Scenario, gaps: dict[str, str], kind: str, *keys: str) -> l
     if scenario.fastapi is not None and scenario.fastapi[0] > FASTAPI_VERSION:
         version, feature = scenario.fastapi
         marks.append(pytest.mark.skip(reason=f"{feature} needs FastAPI {'.'.join(map(str, version))} or later"))
+    if scenario.starlette is not None and scenario.starlette[0] > STARLETTE_VERSION:
+        version, feature = scenario.starlette
+        marks.append(pytest.mark.skip(reason=f"{feature} needs Starlette {'.'.join(map(str, version))} or later"))
     return marks
 
 

@@ -8,6 +8,7 @@ TestClient for WebSockets); every wait is on an event, with `anyio.fail_after` a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
 import logging
@@ -23,7 +24,7 @@ import anyio
 import anyio.from_thread
 import httpx
 import pytest
-from _versions import needs_depends_scope, needs_router_lifespans
+from _versions import STARLETTE_VERSION, needs_depends_scope, needs_router_lifespans
 from asgi_lifespan import LifespanManager
 from fastapi import APIRouter, Depends, FastAPI, Request, WebSocket
 from fastapi.testclient import TestClient
@@ -819,8 +820,8 @@ def test_a_websocket_session_ended_by_the_client_runs_its_deferred_tasks(anyio_b
 
     with TestClient(app, backend=anyio_backend) as client:
         # The endpoint lets the WebSocketDisconnect through; the TestClient hands it back, as it does
-        # every exception of the app.
-        with pytest.raises(WebSocketDisconnect):
+        # every exception of the app. Before Starlette 0.45 it does not wait for the session to end.
+        with pytest.raises(WebSocketDisconnect) if STARLETTE_VERSION >= (0, 45) else contextlib.nullcontext():
             chat(client)
         assert ran["after_route"].wait(TIMEOUT)
         assert ran["after_response"].wait(TIMEOUT)
