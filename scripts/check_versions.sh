@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The whole test suite on the oldest and on the newest supported FastAPI (with the Starlette pip picks for
-# it) and anyio: for each, a fresh virtual environment outside this checkout gets the test tools, the pins
-# and the project (without its dependencies, so that the pins stay), and the suite runs from a copy of the
-# sources without the packages, so that the tests import the installed project. Every step is bounded by
-# `timeout`. About 2 x (40 s install + 80 s suite) on 2 cores.
+# The whole test suite on the oldest and on the newest supported FastAPI, Starlette and anyio. The oldest
+# Starlette is the oldest that the oldest FastAPI allows; the newest, what pip picks for the newest. For each,
+# a fresh virtual environment outside this checkout gets the test tools, the pins and the project (without its
+# dependencies, so that the pins stay), and the suite runs from a copy of the sources without the packages, so
+# that the tests import the installed project. Every step is bounded by `timeout`. About 2 x (40 s install +
+# 80 s suite) on 2 cores.
 #
 #   bash scripts/check_versions.sh                  # oldest and newest
 #   bash scripts/check_versions.sh oldest           # one of them
@@ -68,6 +69,12 @@ for spec in "$@"; do
     "$PYTHON" -m venv "$venv"
     # shellcheck disable=SC2086 # the pins are words
     timeout 600 "$venv/bin/python" -m pip install -q "${TOOLS[@]}" $pins
+    if [[ "$spec" == oldest ]]; then
+        # The oldest Starlette that FastAPI allows (pip picks the newest).
+        starlette_min=$("$venv/bin/python" -c 'import importlib.metadata as m, re
+print(next(re.search(r">=\s*([0-9.]+)", r).group(1) for r in m.requires("fastapi") if r.startswith("starlette")))')
+        timeout 300 "$venv/bin/python" -m pip install -q "starlette==$starlette_min"
+    fi
     timeout 300 "$venv/bin/python" -m pip install -q --no-deps "$ROOT"
     read -r fastapi_v starlette_v anyio_v < <("$venv/bin/python" -c 'import fastapi, starlette, importlib.metadata as m
 print(fastapi.__version__, starlette.__version__, m.version("anyio"))')

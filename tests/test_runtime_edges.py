@@ -21,7 +21,7 @@ from fastapi import FastAPI, Request
 from starlette.types import ASGIApp, Message, Scope
 
 if sys.version_info < (3, 11):
-    from exceptiongroup import BaseExceptionGroup
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
 from fastapi_tasks import Phase, Task, TaskConfig, Tasks, TasksBatch, TasksScheduler, TaskStatus, add_tasks
 from fastapi_tasks._log import log
