@@ -137,8 +137,9 @@ class Runtime:
         unbound = self.unbound
         unbound.add(batch)
         if len(unbound) >= self._unbound_limit:
-            # Amortized: each batch is looked at a bounded number of times however many are made.
-            self.unbound = unbound = {batch for batch in unbound if batch._state is OPEN}
+            # Amortized: each batch is looked at a bounded number of times however many are made. In place:
+            # the set is the one the shutdown reads, whoever else holds it.
+            unbound.difference_update([held for held in unbound if held._state is not OPEN])
             self._unbound_limit = max(_UNBOUND_PRUNE, 2 * len(unbound))
 
     def new_task(

@@ -29,6 +29,8 @@ from ._records import RequestInfo, TaskRecord
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
+    from fastapi_tasks import TasksBatch
+
 __all__ = ["Call", "Recorder", "RequestRuntime", "run_recorded"]
 
 
@@ -190,6 +192,9 @@ class RequestRuntime(Runtime):
     @property
     def closed(self) -> bool:  # type: ignore[override]
         return self.real.closed
+
+    def hold_unbound(self, batch: TasksBatch) -> None:
+        self.real.hold_unbound(batch)  # the real runtime's shutdown cancels and names it if never started
 
     def new_task(
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], config: TaskConfig, phase: Phase

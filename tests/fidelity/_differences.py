@@ -73,8 +73,9 @@ ACCEPTED_DIFFERENCES: dict[str, AcceptedDifference] = {
         ),
         what=(
             "Without a lifespan (a bare test client), a task that would outlive its request: one `detach()`ed, "
-            "or one of a call the client cancelled; and how a bare `TestClient` WebSocket session that the client "
-            "closes ends, seen from outside the app."
+            "one of a call the client cancelled, or one in a batch that nothing started (a scheduler built in a "
+            "task); and how a bare `TestClient` WebSocket session that the client closes ends, seen from outside "
+            "the app."
         ),
         reason=(
             "In production such a task goes on in the app's task group, which the lifespan keeps. A call "

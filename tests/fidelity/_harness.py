@@ -112,14 +112,21 @@ class Probe:
         exception), and how the app ended each WebSocket session."""
         self.running = 0
         self.most_running = 0
+        self.unstarted: set[str] = set()
+        """Kept tasks that nothing starts before the shutdown: the wait for the tasks leaves them out."""
         self._signals: dict[str, anyio.Event] = {}
 
-    def keep(self, task: TaskT) -> TaskT:
-        """Keep the handle that `schedule()` returned, under the task's short name (unique in a scenario)."""
+    def keep(self, task: TaskT, *, starts: bool = True) -> TaskT:
+        """Keep the handle that `schedule()` returned, under the task's short name (unique in a scenario).
+
+        `starts=False`: a task that is meant never to start before the shutdown (a batch nobody starts).
+        """
         name = short_name(task.name)
         if self.tasks.get(name, task) is not task:
             raise AssertionError(f"two tasks named {name!r} in one scenario: name them apart with task(name=...)")
         self.tasks[name] = task
+        if not starts:
+            self.unstarted.add(name)
         return task
 
     def see(self, task_name: str, **observed: object) -> None:
@@ -656,10 +663,10 @@ def _run_sync_script(script: SyncScript, client: SyncClient) -> None:
 async def _wait_for_tasks(probe: Probe) -> None:
     with anyio.move_on_after(HANG_GUARD) as guard:
         # Until none is left: a task may schedule more tasks while it runs.
-        while unfinished := [task for task in probe.tasks.values() if not task.done]:
+        while unfinished := [t for name, t in probe.tasks.items() if not t.done and name not in probe.unstarted]:
             await unfinished[0].wait()
     if guard.cancelled_caught:
-        names = sorted(name for name, task in probe.tasks.items() if not task.done)
+        names = sorted(name for name, task in probe.tasks.items() if not task.done and name not in probe.unstarted)
         probe.hung.append(f"waiting for {', '.join(names)}")
 
 

@@ -6,6 +6,7 @@ other or are cancelled while they run, and tasks that outlive their request (iss
 
 import asyncio
 import contextvars
+import gc
 from collections.abc import Callable
 from typing import Any
 
@@ -373,6 +374,10 @@ def helper_task_schedulers_app(probe: Probe) -> FastAPI:
         probe.keep(tasks.after_route.task(name=f"{label}-after-route").schedule(child, label))
         tasks.after_route.__start__(tasks)  # bound to no request: started by hand
         probe.keep(TasksScheduler(tg).task(name=f"{label}-from-tg").schedule(fails, label))
+        # A scheduler dropped with its batch never started (only the task's handle is kept): the shutdown
+        # cancels and names the task, however soon the garbage collector frees the scheduler.
+        never = TasksScheduler().after_route.task(name=f"{label}-never-started").schedule(child, label)
+        probe.keep(never, starts=False)
 
     async def build_here(label: str, tg: anyio.abc.TaskGroup) -> None:
         build(label, tg)
@@ -384,6 +389,7 @@ def helper_task_schedulers_app(probe: Probe) -> FastAPI:
         await anyio.to_thread.run_sync(build, f"{when}-to-thread", tg)
         if sniffio.current_async_library() == "asyncio":
             await asyncio.gather(build_here(f"{when}-gather", tg))
+        gc.collect()
         probe.signal(f"built {when}").set()
 
     @app.get("/")
@@ -410,6 +416,13 @@ def _helper_schedulers_bound_to_the_app(outcome: Outcome) -> None:
         for helper in helpers:
             label = f"{when}-{helper}"
             expected |= {f"{label}-immediate": "succeeded", f"{label}-after-route": "succeeded"}
+            expected[f"{label}-never-started"] = "pending"  # until the shutdown, which the log line shows
+            never_started = (
+                f"WARNING Cancelled 1 after_route task(s) whose batch was never started: '{label}-never-started'. A "
+                "TasksScheduler built outside a request (in a task, or in the lifespan) starts its batches by hand: "
+                "batch.__start__(scheduler)"
+            )
+            assert outcome["logs"].get(never_started) == 1, outcome["logs"]
             expected[f"{label}-from-tg"] = "failed"
             fields = task_outcome(outcome, f"{label}-from-tg")
             # The app's runtime: the app-wide on_error, inherited and called.
@@ -475,9 +488,12 @@ SCENARIOS = [
         "helper-task-schedulers",
         "Issue 21 #3: background tasks build TasksScheduler() and TasksScheduler(tg) in helper tasks (a task group, "
         "to_thread, asyncio.gather) while the response streams and after the request's call returned: immediate "
-        "tasks, an after_route batch started by hand, and the app's on_error for a failure.",
+        "tasks, an after_route batch started by hand, one never started (its scheduler dropped and collected), "
+        "and the app's on_error for a failure.",
         helper_task_schedulers_app,
         script=_get_root_text,
         expect=_helper_schedulers_bound_to_the_app,
+        # Without a lifespan the never-started tasks are cancelled when the call's own runtime ends with it.
+        accepted_bare=("nothing-outlives-a-bare-call",),
     ),
 ]
