@@ -33,12 +33,14 @@ PAGES = sorted([ROOT / "README.md", *DOCS.rglob("*.md")])
 TOPICS = sorted(path for path in SNIPPETS.iterdir() if path.is_dir() and not path.name.startswith("_"))
 
 # What a user's pytest configuration needs for these samples: errors for warnings, except the one that
-# Starlette 1.x gives when its TestClient runs on httpx rather than httpx2.
+# Starlette 1.x gives when its TestClient runs on httpx rather than httpx2, and the one that an older
+# Starlette's TestClient gets from a newer anyio (it names the deprecated alias anyio.abc.BlockingPortal).
 DEFAULT_INI = """\
 [pytest]
 filterwarnings =
     error
     ignore:Using `httpx` with `starlette.testclient` is deprecated:UserWarning
+    ignore:The anyio.abc.BlockingPortal alias is deprecated:DeprecationWarning
 """
 # Plugins of this virtualenv that the samples do not expect (pytest-randomly reorders tests).
 RUN_ARGS = ("-p", "no:randomly", "-p", "no:cacheprovider")
