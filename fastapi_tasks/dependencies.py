@@ -48,10 +48,13 @@ class _TasksMiddleware:
         holder = Serving(scope, self.new_runtime)
         token = serving.set(holder)
         try:
-            await self.app(scope, receive, send)
+            await self._serve(scope, receive, send)
         finally:
             holder.scope = None  # the request's tasks keep this context, never the request's scope
             serving.reset(token)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         # At the ASGI level, outside every lifespan the app composed (its own, and those of routers
@@ -97,20 +100,13 @@ class _LegacyTasksMiddleware(_TasksMiddleware):  # pragma: no cover - FastAPI < 
 
     __slots__ = ()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(scope, receive, send)
-            return
-        holder = Serving(scope, self.new_runtime)
-        token = serving.set(holder)
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             async with AsyncExitStack() as stack:
                 scope[REQUEST_STACK_KEY] = stack
                 await self.app(scope, receive, send)
         finally:
             scope.pop(HANDLER_FRAME_KEY, None)  # the request handler's frame, which holds the scope
-            holder.scope = None
-            serving.reset(token)
 
 
 async def _startup_failed(receive: Receive, send: Send, exc: BaseException) -> NoReturn:
