@@ -838,7 +838,7 @@ def test_app_config_from_add_tasks_is_merged_with_per_task_options(caplog: pytes
         (overridden, overridden.exception),
     ]
     assert inherited.on_error_calls == [(inherited, inherited.exception)]
-    assert [r.getMessage() for r in caplog.records] == [
+    assert sorted(r.getMessage() for r in caplog.records) == [
         "Background task 'explode' failed: ValueError: inherited",
         "Background task 'unshielded' failed: ValueError: overridden",
     ]
