@@ -105,7 +105,15 @@ for field, value in expected.items():
     if metadata[field] != value:
         problems.append(f"wheel METADATA: {field} is {metadata[field]!r}, expected {value!r}")
 requires = [req for req in metadata.get_all("Requires-Dist") or [] if "extra ==" not in req]
-if sorted(re.sub(r"\s", "", req) for req in requires) != sorted(project["dependencies"]):
+
+
+def requirement(text: str) -> tuple[str, list[str]]:
+    # The name and its specifiers, in any order (the build backend sorts them its own way).
+    name, specifiers = re.fullmatch(r"([A-Za-z0-9_.\-]+)(.*)", re.sub(r"\s", "", text)).groups()
+    return name, sorted(filter(None, specifiers.split(",")))
+
+
+if sorted(map(requirement, requires)) != sorted(map(requirement, project["dependencies"])):
     problems.append(f"wheel METADATA: Requires-Dist {requires} differs from {project['dependencies']}")
 extras = sorted(metadata.get_all("Provides-Extra") or [])
 if extras != sorted(project["optional-dependencies"]):
