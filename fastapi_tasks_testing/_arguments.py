@@ -127,12 +127,13 @@ def same_call(record: TaskRecord, args: tuple[Any, ...], kwargs: dict[str, Any])
     """Whether the expected arguments are written as `record`'s were, with equal values."""
     # Written as the task was scheduled, with equal values: bound to any signature (or compared
     # position by position), they match too; binding them is for the calls written otherwise.
-    return (
-        len(args) == len(record.args)
-        and kwargs.keys() == record.kwargs.keys()
-        and all(_equal(value, actual) for value, actual in zip(args, record.args, strict=True))
-        and all(_equal(value, record.kwargs[key]) for key, value in kwargs.items())
-    )
+    recorded_args, recorded_kwargs = record.args, record.kwargs
+    if len(args) != len(recorded_args) or kwargs.keys() != recorded_kwargs.keys():
+        return False
+    for value, actual in zip(args, recorded_args, strict=True):
+        if not _equal(value, actual):
+            return False
+    return not kwargs or all(_equal(value, recorded_kwargs[key]) for key, value in kwargs.items())
 
 
 def fits(record: TaskRecord, args: tuple[Any, ...], kwargs: dict[str, Any], *, partial: bool) -> bool | None:

@@ -87,6 +87,11 @@ class Installing:
             FastAPITasksError: the recorder is already installed on an app, or the app uses
                 `BackgroundTasks` and the installed FastAPI creates them where the recorder cannot see.
         """
+        self._install(app)
+        self._installed_by = _install_call_site()
+
+    def _install(self, app: FastAPI) -> None:
+        # install(), but for who installed it, which the caller notes: the fixture names itself, without looking.
         if not isinstance(app, FastAPI):
             raise TypeError(f"tasks_recorder.install() needs a FastAPI app, not {app!r}")
         if self.app is not None:
@@ -111,7 +116,6 @@ class Installing:
         app.middleware_stack = OutsideWait(app.build_middleware_stack() if stack is None else stack, self)
         self.app = app
         self._saw_app = True
-        self._installed_by = _install_call_site()
 
     def _watch_resolution(self, scope: Scope) -> None:
         # The production dependency resolved Tasks for an app this recorder overrides: the override is gone.

@@ -260,7 +260,7 @@ def tasks_recorder(request: pytest.FixtureRequest) -> Iterator[RecordingSchedule
     recorder._from_fixture = True
     app, source = _find_app(request)
     if app is not None:
-        recorder.install(app)
+        recorder._install(app)
         recorder._installed_by = f"the tasks_recorder fixture, on the app of {source}"
     recorder._watch_requests()  # a request whose tasks would run unrecorded fails (see _evidence.py)
     try:

@@ -102,6 +102,10 @@ def test_a_partial_matches_the_function_it_wraps() -> None:
 
     assert record.name == "audit"
     assert recorder.filter(audit) == [record]
+    # A partial given as the task matches by the function it wraps too, and names it.
+    assert recorder.filter(functools.partial(audit, "dave")) == [record]
+    with pytest.raises(AssertionError, match=r"^Expected audit to be scheduled "):
+        recorder.assert_scheduled(functools.partial(audit, "dave"), times=2)
 
 
 class Mailer:
@@ -411,6 +415,16 @@ def test_filter_refuses_unknown_phase_and_status(recorder: RecordingScheduler) -
         recorder.filter(status="done")
     with pytest.raises(ValueError, match=r"^Unknown phase 'soon'; "):
         recorder.assert_scheduled(audit, phase="soon")
+    with pytest.raises(ValueError, match=r"^Unknown phase 1; "):
+        recorder.filter(phase=1)  # type: ignore[arg-type]
+
+
+def test_phase_given_as_a_str_subclass(recorder: RecordingScheduler) -> None:
+    # Not a plain str: looked up as the Enum looks it up, to the same phase.
+    class Name(str):
+        pass
+
+    assert recorder.filter(audit, phase=Name("immediate")) == recorder.filter(audit, phase=Phase.IMMEDIATE)
 
 
 # --- outcomes -----------------------------------------------------------------------------------------

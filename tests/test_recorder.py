@@ -354,6 +354,26 @@ def test_install_overrides_tasks_and_uninstall_restores_the_previous_override() 
     assert app.dependency_overrides == {get_tasks_scheduler: previous}
 
 
+def test_install_names_the_call_outside_the_toolkit(app: FastAPI) -> None:
+    # A helper of the toolkit's own that installs the recorder is not where the test installed it.
+    namespace: dict[str, Any] = {"__name__": "fastapi_tasks_testing._a_helper"}
+    exec("def install_on(recorder, app):\n    recorder.install(app)\n", namespace)
+    recorder = RecordingScheduler()
+
+    namespace["install_on"](recorder, app)
+    line = sys._getframe().f_lineno - 1
+
+    try:
+        with pytest.raises(
+            FastAPITasksError,
+            match=rf"^The recorder is already installed, by tasks_recorder\.install\(app\) at test_recorder\.py:{line};"
+            r" call tasks_recorder\.uninstall\(\) before installing it on another app\.$",
+        ):
+            recorder.install(app)
+    finally:
+        recorder.uninstall()
+
+
 def test_uninstall_removes_the_override_when_there_was_none() -> None:
     app = make_app()
     recorder = RecordingScheduler()
