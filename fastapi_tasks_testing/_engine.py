@@ -196,6 +196,9 @@ class RequestRuntime(Runtime):
     def hold_unbound(self, batch: TasksBatch) -> None:
         self.real.hold_unbound(batch)  # the real runtime's shutdown cancels and names it if never started
 
+    def server_stopped_waiting(self) -> None:
+        self.real.server_stopped_waiting()  # a task's runner saw the server's cancel before the shutdown did
+
     def new_task(
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], config: TaskConfig, phase: Phase
     ) -> Task[..., Any]:

@@ -32,6 +32,7 @@ from starlette.types import Message
 from fastapi_tasks import Task, TaskConfig, Tasks, TasksScheduler, TaskStatus, add_tasks
 from fastapi_tasks._compat import NATIVE_TASKS
 from fastapi_tasks.errors import BacklogFullError
+from fastapi_tasks_testing import RecordingScheduler
 
 from .test_containment import TIMEOUT, messages, serve
 
@@ -509,11 +510,16 @@ async def test_the_shutdown_warning_names_the_first_tasks_then_counts_the_rest(
 # --- 7. the server stops waiting before the grace period ends -------------------------------------
 
 
+@pytest.mark.parametrize("recorded", [False, True], ids=["production", "recorder"])
 async def test_a_server_that_stops_waiting_gets_the_unfinished_named_and_the_tasks_cancelled(
-    anyio_backend: Backend, caplog: pytest.LogCaptureFixture
+    anyio_backend: Backend, caplog: pytest.LogCaptureFixture, recorded: bool
 ) -> None:
     app = FastAPI()
     add_tasks(app, shutdown_timeout=60)
+    if recorded:  # run mode: the same tasks, started by production's spawn, and the same shutdown
+        recorder = RecordingScheduler()
+        recorder.detach("plain", "shielded")  # they outlive the request, as in production
+        recorder.install(app)
     handles: dict[str, Task[..., Any]] = {}
     release_shielded = anyio.Event()
     # Tasks of their own on asyncio (an anyio too old for that starts them in the task group, as on trio).
