@@ -67,8 +67,18 @@ async def run_task(task: Task[..., Any], host: TaskHost | None = None) -> None:
     threads of sync bodies and handlers, and `host.task_ended(task)` is called last.
     """
     if task.config.shield:
-        with anyio.CancelScope(shield=True):
-            await run_unshielded(task, host)
+        with anyio.CancelScope(shield=True) as shield:
+            # Known to the host while it runs: once the server stopped waiting for the shutdown, nothing else
+            # would end it (trio, or a task group the app passed in), and the process could not exit.
+            shields = getattr(host, "shields", None)
+            if shields is None:
+                await run_unshielded(task, host)
+                return
+            shields[task] = shield
+            try:
+                await run_unshielded(task, host)
+            finally:
+                del shields[task]
     else:
         await run_unshielded(task, host)
 

@@ -71,6 +71,7 @@ class Runtime:
         "live",
         "log_exception_messages",
         "max_pending",
+        "shields",
         "shutdown_timeout",
         "stopped_waiting",
         "task_scope",
@@ -102,6 +103,8 @@ class Runtime:
         # endpoints and dependencies, which use anyio's default limiter.
         self.limiter = anyio.CapacityLimiter(max_threads)
         self.live: set[Task[..., Any]] = set()
+        # The shielded cancel scopes of the running shielded tasks started through the task group (`run_task`).
+        self.shields: dict[Task[..., Any], anyio.CancelScope] = {}
         # The batches of schedulers built outside a request (in a task, in the lifespan), which their
         # code starts by hand: those it never started are cancelled and named at shutdown. Held strongly
         # (`hold_unbound`): a batch whose scheduler the code dropped must still be found, whenever the
@@ -307,8 +310,13 @@ class Runtime:
             if not task.config.shield:
                 task._cancel()
             elif self.stopped_waiting:
-                # The event loop will cancel it as the server exits: that cancellation is the shutdown's.
+                # The server is exiting: that cancellation is the shutdown's. On asyncio the event loop cancels
+                # the app's own tasks as it closes; a task in the task group (trio) would keep the lifespan, and
+                # the process, waiting for ever: its shield is cancelled now.
                 task._cancel_requested = True
+                shield = self.shields.get(task)
+                if shield is not None:
+                    shield.cancel()
 
     def _watch_ends(self) -> None:
         # On asyncio, a task cancelled by something else before its first step (the event loop tearing down
@@ -335,7 +343,7 @@ _SHUTTING_DOWN = (
 )
 _STOPPED_WAITING = (
     "The server stopped waiting for the app's shutdown (grace period: {grace}) with %d background task(s) "
-    "unfinished: %s. Cancelling them: the unshielded ones now, the others with the event loop. Give the server "
+    "unfinished: %s. Cancelling them: the unshielded ones now, the shielded ones as the server exits. Give the server "
     "a shutdown timeout longer than add_tasks(app, shutdown_timeout=...): see docs/shutdown.md"
 )
 
