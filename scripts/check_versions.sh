@@ -51,7 +51,7 @@ esac
 # Everything the suite imports (the test extra, and the queues of the dispatch tests), without the build and
 # lint tools.
 TOOLS=("pytest>=8.3" "pytest-xdist>=3.6" "pytest-cov>=6" "pytest-randomly>=3.15" "typing-extensions>=4.8"
-    "freezegun>=1.5" "asgi-lifespan>=2.1" "uvicorn>=0.30" "taskiq>=0.11.18" "taskiq-redis>=1.0"
+    "freezegun>=1.5" "asgi-lifespan>=2.1" "uvicorn>=0.30" "hypercorn>=0.16" "taskiq>=0.11.18" "taskiq-redis>=1.0"
     "celery[redis]>=5.4" "redis>=5" "sniffio" "httpx>=0.26" "trio>=0.22")
 
 mkdir "$WORK/src"
