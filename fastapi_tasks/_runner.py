@@ -179,10 +179,8 @@ def _ended_by(task: Task[..., Any], exc: BaseException, host: TaskHost | None) -
     if cancelled_by_us(exc, task):
         if not task._cancel_requested:
             # Neither Task.cancel() nor the runtime: the task group's own scope, which the server cancelled
-            # while the app shut down. The shutdown's summary is logged first.
-            stopped_waiting = getattr(host, "server_stopped_waiting", None)
-            if stopped_waiting is not None:
-                stopped_waiting()
+            # while the app shut down.
+            _server_stopped_waiting(host)
         if not task._status.ended:  # else Task.cancel() ended it while it waited for a thread
             task._set_ended(TaskStatus.CANCELLED)
             log(WARNING, "Background task %s was cancelled before it finished", _name(task))
@@ -190,6 +188,7 @@ def _ended_by(task: Task[..., Any], exc: BaseException, host: TaskHost | None) -
     if _cancelled_from_outside(exc):
         # Its asyncio task itself was cancelled, by something other than the app's runtime: the event loop
         # tearing down as the server exits, say, once it stopped waiting for the app's shutdown. Not a failure.
+        _server_stopped_waiting(host)
         task._set_ended(TaskStatus.CANCELLED)
         log(
             WARNING,
@@ -203,6 +202,15 @@ def _ended_by(task: Task[..., Any], exc: BaseException, host: TaskHost | None) -
     task._set_ended(TaskStatus.FAILED)
     if fatal:
         raise exc
+
+
+def _server_stopped_waiting(host: TaskHost | None) -> None:
+    # A cancellation from outside during the app's shutdown: the server stopped waiting, and its cancel (or the
+    # event loop's teardown) reaches the tasks and the shutdown in no set order. The shutdown's summary of the
+    # unfinished tasks is logged first, by whichever sees it first (nothing, outside a shutdown).
+    stopped_waiting = getattr(host, "server_stopped_waiting", None)
+    if stopped_waiting is not None:
+        stopped_waiting()
 
 
 def _cancelled_from_outside(exc: BaseException) -> bool:

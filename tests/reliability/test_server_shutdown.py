@@ -119,8 +119,13 @@ def test_a_server_that_stops_waiting_gets_every_task_cancelled_and_exits(tmp_pat
         "shutdown_timeout=120 s) with 2 background task(s) unfinished: 'guarded' (shielded), 'plain'. Cancelling "
         "them: the unshielded ones now, the shielded ones as the server exits."
     ), log
-    assert sorted(lines[1:]) == [
-        "WARNING fastapi_tasks Background task 'guarded' was cancelled before it finished",
-        "WARNING fastapi_tasks Background task 'plain' was cancelled before it finished",
+    # Each ended cancelled, not failed: by the runtime, or (the shielded one on asyncio) by the event loop's
+    # teardown, which the line calls a cancel from outside the app.
+    ended = sorted(line.partition(" was cancelled ")[0] for line in lines[1:])
+    assert ended == [
+        "WARNING fastapi_tasks Background task 'guarded'",
+        "WARNING fastapi_tasks Background task 'plain'",
     ], log
+    # (hypercorn-asyncio logs its own timeout as a lifespan failure, from asyncio.run()'s teardown: not ours.)
+    assert not [line for line in log.splitlines() if line.startswith("ERROR fastapi_tasks")], log
     assert process.returncode is not None
