@@ -104,6 +104,8 @@ def native_task_factory(eager_start: bool) -> Callable[..., asyncio.Task[Any] | 
         return _EagerStart(loop)
     if loop is None:
         return None
-    if sys.version_info < (3, 11):  # pragma: no cover - Python 3.10
+    if sys.version_info < (3, 11) and loop.get_task_factory() is None:  # pragma: no cover - Python 3.10
+        # (An app's own task factory is kept: its tasks then have no `cancelling()`, and the runner cannot tell
+        # a cancel from outside from a failure there, as before.)
         return _counted_task_factory(loop)
     return loop.create_task
