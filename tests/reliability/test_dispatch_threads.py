@@ -211,10 +211,14 @@ async def test_the_bound_is_set_by_registering_a_dispatcher_of_ones_own(silent_b
     assert repr(dispatcher) == "<CeleryDispatcher max_threads=3>"
 
     threads_before = dispatch_threads()
+    # A deadline long enough for a dispatch thread to start and reach the broker on a loaded machine (with
+    # 0.2 s, under CI's load, a thread once began only after its job's deadline, and published nothing).
+    deadline = 1.0
     async with anyio.create_task_group() as tg:
         scheduler = TasksScheduler(tg)
         handles = [
-            scheduler.task(dispatch_timeout=0.2, dispatch_deadline=0.2).enqueue(send_receipt, n) for n in range(10)
+            scheduler.task(dispatch_timeout=deadline, dispatch_deadline=deadline).enqueue(send_receipt, n)
+            for n in range(10)
         ]
         with anyio.fail_after(TIMEOUT):
             for handle in handles:
@@ -225,7 +229,7 @@ async def test_the_bound_is_set_by_registering_a_dispatcher_of_ones_own(silent_b
 
     assert silent_broker.calls == 3
     assert threads_grown <= 3
-    assert sorted(reasons(handles)) == sorted([broker_silent(0.2)] * 3 + [no_thread(0.2, 3)] * 7)
+    assert sorted(reasons(handles)) == sorted([broker_silent(deadline)] * 3 + [no_thread(deadline, 3)] * 7)
 
 
 @pytest.mark.parametrize("max_threads", [0, -1, 1.5, True, "4"])
