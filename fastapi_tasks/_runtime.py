@@ -40,11 +40,11 @@ _PENDING, _RUNNING = TaskStatus.PENDING, TaskStatus.RUNNING
 DEFAULT_MAX_THREADS = 40
 """Worker threads an app's sync tasks and sync `on_error` handlers may use at once, by default."""
 
-# The app's runtime of each app's task group: `TasksScheduler(request.state.fastapi_tasks_tg)` shares it
-# wherever it is built (the lifespan, a helper task, a thread of the app's own).
 _UNBOUND_PRUNE = 64
 """How many batches of schedulers built outside a request a runtime holds before it lets go of the started ones."""
 
+# The app's runtime of each app's task group: `TasksScheduler(request.state.fastapi_tasks_tg)` shares it
+# wherever it is built (the lifespan, a helper task, a thread of the app's own).
 _BY_TASK_GROUP: weakref.WeakKeyDictionary[Any, Runtime] = weakref.WeakKeyDictionary()
 
 
