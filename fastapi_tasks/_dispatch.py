@@ -208,10 +208,20 @@ def _gave_up_reason(
         last = ""
     elif attempts.last is not None:
         last = f", the last failed with {_cause_chain(attempts.last)}"
+    elif attempts.count > 1 and timeout is not None and attempts.allowed < timeout:
+        # A later attempt that the deadline cut short: what an earlier one met says more of the broker.
+        earlier = "," if attempts.error is None else f", the latest error was {_cause_chain(attempts.error)}, and"
+        left = attempts.allowed * 1000
+        within = f"in the {f'{left:.0f} ms' if left >= 1 else 'less than 1 ms'} the deadline left it"
+        if waiting_for is not None:
+            what, why = waiting_for
+            last = f"{earlier} the last attempt found no {what} {within}" + (f": {why}" if why else "")
+        else:
+            last = f"{earlier} the last attempt got no answer {within}"
     elif waiting_for is not None:
-        last = f", the last found {_no_answer(timeout, waiting_for)}"
+        last = f", the last found {_no_answer(_first_bound(timeout, task.deadline), waiting_for)}"
     else:
-        last = f", the last got no answer within {timeout:g} s"
+        last = f", the last got no answer within {_first_bound(timeout, task.deadline):g} s"
     if gave_up == "crowded":
         return (
             f"the broker is unreachable and {_max_waiting(task.dispatcher):,} other dispatches already wait for it "
@@ -222,6 +232,11 @@ def _gave_up_reason(
             return f"cancelled (shutdown, or Task.cancel()) during attempt {attempts.count}"
         return f"cancelled (shutdown, or Task.cancel()) while it waited for the unreachable broker ({count}{last})"
     return f"the broker could not be reached within the dispatch deadline of {task.deadline:g} s ({count}{last})"
+
+
+def _first_bound(timeout: float | None, deadline: float) -> float | None:
+    """The seconds an attempt had that the deadline did not cut short: its timeout, or the whole deadline if shorter."""
+    return timeout if timeout is None else min(timeout, deadline)
 
 
 def _max_waiting(dispatcher: Dispatcher) -> int:
@@ -364,7 +379,7 @@ class DispatchTask(Task[..., Any]):
                 spooled=entry is not None and entry.kept,
             )
             if isinstance(exc, GaveUp):
-                raise error from attempts.last
+                raise error from attempts.error
             self._exception = error
             logger.error("%s", error)
             raise

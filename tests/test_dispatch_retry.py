@@ -38,6 +38,7 @@ class Broker:
         self.in_flight = 0
         self.crowded_attempts: list[int] = []  # attempts in flight when each one after the first failure began
         self.failed_once = False
+        self.silent_after: int | None = None  # the attempts after this many wait for an answer that never comes
         self.sent: dict[str, int] = {}
         self._changed = anyio.Event()
 
@@ -59,6 +60,8 @@ class Broker:
             self.crowded_attempts.append(self.in_flight)
         try:
             await anyio.lowlevel.checkpoint()  # a network call yields to the event loop
+            if self.silent_after is not None and len(self.attempts) > self.silent_after:
+                await anyio.sleep_forever()
             if self.down:
                 self.failed_once = True
                 raise ConnectionRefusedError(111, "Connection refused")
@@ -144,6 +147,41 @@ async def test_a_job_is_retried_under_the_same_id_until_the_broker_is_back_then_
     assert handle.result == f"handle {handle.job_id}"
     assert set(broker.attempts) == {handle.job_id}  # at least once, and every attempt under one id
     assert broker.sent == {handle.job_id: 1}
+
+
+async def test_an_attempt_the_deadline_cuts_short_leaves_the_error_an_earlier_one_met_in_the_message() -> None:
+    broker = Broker()
+    broker.silent_after = 1  # the first attempt is refused; the next, after the backoff, waits until the deadline
+    async with anyio.create_task_group() as tg:
+        handle = TasksScheduler(tg).task(dispatch_timeout=TIMEOUT, dispatch_deadline=0.3).enqueue(Parcel(broker), 1)
+        await ended(handle)
+
+    assert len(broker.attempts) == 2
+    exc = handle.exception
+    assert isinstance(exc, DispatchError)
+    assert isinstance(exc.__cause__, ConnectionRefusedError)  # the refusal, not the deadline, says why
+    assert exc.timed_out  # the silent attempt may have reached the queue
+    assert re.fullmatch(
+        rf"Could not dispatch 'parcels.send' \(job id {handle.job_id!r}, phase immediate\) to parcelq: the broker "
+        r"could not be reached within the dispatch deadline of 0.3 s \(2 attempts, the latest error was "
+        r"ConnectionRefusedError, and the last attempt got no answer in the (\d+) ms the deadline left it\); "
+        r"outcome unknown: an attempt that got no answer may have reached the queue\.",
+        str(exc),
+    ), str(exc)
+
+
+async def test_a_first_attempt_bounded_by_a_shorter_deadline_is_described_with_the_deadline() -> None:
+    broker = Broker()
+    broker.silent_after = 0
+    async with anyio.create_task_group() as tg:
+        handle = TasksScheduler(tg).task(dispatch_timeout=TIMEOUT, dispatch_deadline=0.2).enqueue(Parcel(broker), 1)
+        await ended(handle)
+
+    assert isinstance(handle.exception, DispatchError)
+    assert str(handle.exception).endswith(
+        "within the dispatch deadline of 0.2 s (1 attempt, the last got no answer within 0.2 s); outcome unknown: "
+        "an attempt that got no answer may have reached the queue."
+    ), str(handle.exception)
 
 
 async def test_while_the_broker_is_down_one_dispatch_probes_and_the_others_wait() -> None:

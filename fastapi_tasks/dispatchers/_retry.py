@@ -127,12 +127,14 @@ def gate_for(key: Hashable) -> Gate:
 class Attempts:
     """How one dispatch's attempts went so far; read for its error, and for its log line at shutdown."""
 
-    __slots__ = ("count", "in_flight", "last", "timed_out", "unanswered", "waiting")
+    __slots__ = ("allowed", "count", "error", "in_flight", "last", "timed_out", "unanswered", "waiting")
 
     def __init__(self) -> None:
         self.count = 0
         self.last: BaseException | None = None  # the last attempt's error; None when it timed out
-        self.timed_out = False  # whether the last attempt got no answer within its timeout
+        self.error: BaseException | None = None  # the latest error of any attempt
+        self.timed_out = False  # whether the last attempt got no answer within its time
+        self.allowed = 0.0  # the seconds the last attempt had: its timeout, or less when the deadline came first
         self.unanswered = 0  # attempts that got no answer: any of them may have reached the queue
         self.in_flight = False
         self.waiting = False
@@ -195,8 +197,10 @@ async def retry(
                 probing = False  # the broker answered someone else: whoever finds it down next probes
             attempts.count += 1
             attempts.in_flight = True
+            now = anyio.current_time()
+            attempts.allowed = min(attempt_timeout, deadline - now)
             try:
-                with anyio.CancelScope(deadline=min(anyio.current_time() + attempt_timeout, deadline)) as scope:
+                with anyio.CancelScope(deadline=min(now + attempt_timeout, deadline)) as scope:
                     try:
                         result = await attempt()
                     except Exception as exc:
@@ -204,6 +208,8 @@ async def retry(
                         if not scope.cancel_called and not unreachable(exc):
                             raise
                         attempts.last, attempts.timed_out = (None, True) if scope.cancel_called else (exc, False)
+                        if attempts.last is not None:
+                            attempts.error = exc
                     else:
                         attempts.in_flight = False
                         gate.answered()
