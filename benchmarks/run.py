@@ -371,6 +371,15 @@ def target_rows(results: dict[str, Any]) -> tuple[list[tuple[str, str, bool]], l
     return issue15, issue6
 
 
+OTHER_RESULTS = (
+    "The other measurements have files of their own, which this script leaves alone: "
+    "[OUTAGE.md](OUTAGE.md) (`benchmarks/outage.py`, the broker outage), "
+    "[ARGUMENT_CHECK.md](ARGUMENT_CHECK.md) (`benchmarks/argument_check.py`) and "
+    "[LAYOUT_MOVE.md](LAYOUT_MOVE.md) (the layout move of issue 19, before and after). "
+    "The fault matrix of `benchmarks/reliability.py` is in the README."
+)
+
+
 def report(
     settings: Settings, quick: bool, env: list[tuple[str, str]], legacy_note: str, results: dict[str, Any]
 ) -> str:
@@ -382,6 +391,7 @@ def report(
         + (" **--quick** (a short run: rougher figures)" if quick else "")
         + ". Do not edit by hand; run the script again."
     )
+    lines += ["", OTHER_RESULTS]
     lines += ["", "| | |", "| --- | --- |"]
     lines += [f"| {key} | {value} |" for key, value in env]
     lines.append(f"| fastapi-tasks 0.1.0 | {legacy_note} |")
