@@ -204,6 +204,8 @@ def _gave_up_reason(
     task: DispatchTask, gave_up: str, attempts: Attempts, timeout: float | None, waiting_for: tuple[str, str] | None
 ) -> str:
     count = f"{attempts.count} attempt{'' if attempts.count == 1 else 's'}"
+    # The time an attempt had when the deadline did not cut it short: its timeout, or the whole deadline if shorter.
+    bound = timeout if timeout is None else min(timeout, task.deadline)
     if attempts.count == 0:
         last = ""
     elif attempts.last is not None:
@@ -219,9 +221,9 @@ def _gave_up_reason(
         else:
             last = f"{earlier} the last attempt got no answer {within}"
     elif waiting_for is not None:
-        last = f", the last found {_no_answer(_first_bound(timeout, task.deadline), waiting_for)}"
+        last = f", the last found {_no_answer(bound, waiting_for)}"
     else:
-        last = f", the last got no answer within {_first_bound(timeout, task.deadline):g} s"
+        last = f", the last got no answer within {bound:g} s"
     if gave_up == "crowded":
         return (
             f"the broker is unreachable and {_max_waiting(task.dispatcher):,} other dispatches already wait for it "
@@ -232,11 +234,6 @@ def _gave_up_reason(
             return f"cancelled (shutdown, or Task.cancel()) during attempt {attempts.count}"
         return f"cancelled (shutdown, or Task.cancel()) while it waited for the unreachable broker ({count}{last})"
     return f"the broker could not be reached within the dispatch deadline of {task.deadline:g} s ({count}{last})"
-
-
-def _first_bound(timeout: float | None, deadline: float) -> float | None:
-    """The seconds an attempt had that the deadline did not cut short: its timeout, or the whole deadline if shorter."""
-    return timeout if timeout is None else min(timeout, deadline)
 
 
 def _max_waiting(dispatcher: Dispatcher) -> int:
