@@ -21,6 +21,7 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from fastapi_tasks import DispatchTask, TaskConfig, Tasks, TasksScheduler, TaskStatus, add_tasks, register_dispatcher
+from fastapi_tasks._dispatch import dispatch_waiting_for
 from fastapi_tasks.dispatchers._retry import unreachable
 from fastapi_tasks.errors import DispatchError
 
@@ -39,6 +40,7 @@ class Broker:
         self.crowded_attempts: list[int] = []  # attempts in flight when each one after the first failure began
         self.failed_once = False
         self.silent_after: int | None = None  # the attempts after this many wait for an answer that never comes
+        self.waits_for: str | None = None  # what those attempts say they wait for (dispatch_waiting_for)
         self.sent: dict[str, int] = {}
         self._changed = anyio.Event()
 
@@ -61,6 +63,7 @@ class Broker:
         try:
             await anyio.lowlevel.checkpoint()  # a network call yields to the event loop
             if self.silent_after is not None and len(self.attempts) > self.silent_after:
+                dispatch_waiting_for(self.waits_for, why="all 3 are taken")
                 await anyio.sleep_forever()
             if self.down:
                 self.failed_once = True
@@ -149,9 +152,13 @@ async def test_a_job_is_retried_under_the_same_id_until_the_broker_is_back_then_
     assert broker.sent == {handle.job_id: 1}
 
 
-async def test_an_attempt_the_deadline_cuts_short_leaves_the_error_an_earlier_one_met_in_the_message() -> None:
+@pytest.mark.parametrize("waits_for", [None, "free slot"])
+async def test_an_attempt_the_deadline_cuts_short_leaves_the_error_an_earlier_one_met_in_the_message(
+    waits_for: str | None,
+) -> None:
     broker = Broker()
     broker.silent_after = 1  # the first attempt is refused; the next, after the backoff, waits until the deadline
+    broker.waits_for = waits_for
     async with anyio.create_task_group() as tg:
         handle = TasksScheduler(tg).task(dispatch_timeout=TIMEOUT, dispatch_deadline=0.3).enqueue(Parcel(broker), 1)
         await ended(handle)
@@ -160,14 +167,18 @@ async def test_an_attempt_the_deadline_cuts_short_leaves_the_error_an_earlier_on
     exc = handle.exception
     assert isinstance(exc, DispatchError)
     assert isinstance(exc.__cause__, ConnectionRefusedError)  # the refusal, not the deadline, says why
-    assert exc.timed_out  # the silent attempt may have reached the queue
+    if waits_for is None:
+        last = r"got no answer in the (\d+) ms the deadline left it\); outcome unknown: an attempt that got no answer "
+        last += r"may have reached the queue\."
+    else:
+        last = r"found no free slot in the (\d+) ms the deadline left it: all 3 are taken\); the job was not sent\."
     assert re.fullmatch(
         rf"Could not dispatch 'parcels.send' \(job id {handle.job_id!r}, phase immediate\) to parcelq: the broker "
-        r"could not be reached within the dispatch deadline of 0.3 s \(2 attempts, the latest error was "
-        r"ConnectionRefusedError, and the last attempt got no answer in the (\d+) ms the deadline left it\); "
-        r"outcome unknown: an attempt that got no answer may have reached the queue\.",
+        rf"could not be reached within the dispatch deadline of 0.3 s \(2 attempts, the latest error was "
+        rf"ConnectionRefusedError, and the last attempt {last}",
         str(exc),
     ), str(exc)
+    assert exc.timed_out is (waits_for is None)  # the silent attempt may have reached the queue, unless it waited
 
 
 async def test_a_first_attempt_bounded_by_a_shorter_deadline_is_described_with_the_deadline() -> None:
