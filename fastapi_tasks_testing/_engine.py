@@ -27,8 +27,6 @@ from fastapi_tasks._seam import RUNTIME_KEY, TG_KEY, Runtime, Serving, callable_
 from ._records import RequestInfo, TaskRecord
 
 if TYPE_CHECKING:
-    from anyio.abc import TaskGroup
-
     from fastapi_tasks import TasksBatch
 
 __all__ = ["Call", "Recorder", "RequestRuntime", "run_recorded"]
@@ -133,28 +131,6 @@ def _gated(record: TaskRecord, call: Call) -> bool:
     return record.phase is Phase.AFTER_ROUTE and not call.returned
 
 
-def _is_property(cls: type, name: str) -> bool:
-    return isinstance(getattr(cls, name, None), property)
-
-
-_MISSING = object()
-_SHARED_SLOTS: dict[type, tuple[str, ...]] = {}
-"""For each type of real runtime, the slots a `RequestRuntime` copies from it (found once: one is built per request)."""
-
-
-def _shared_slots(cls: type[Runtime]) -> tuple[str, ...]:
-    names = _SHARED_SLOTS.get(cls)
-    if names is None:
-        found: dict[str, None] = {}
-        for klass in cls.__mro__:
-            slots = getattr(klass, "__slots__", ())
-            for name in (slots,) if isinstance(slots, str) else slots:
-                if name != "__weakref__" and not _is_property(RequestRuntime, name):
-                    found[name] = None
-        names = _SHARED_SLOTS[cls] = tuple(found)
-    return names
-
-
 class RequestRuntime(Runtime):
     """The app's runtime as one request's tasks see it under the recorder.
 
@@ -162,7 +138,9 @@ class RequestRuntime(Runtime):
     a task) but three: the config (the recorder's, or the app's own), the task scope (a scheduler
     built in one of these tasks records its tasks too), and `call`, the client call that waits for
     them. Every task it is handed is recorded; those the recorder lets run are started by the real
-    runtime's own `spawn`.
+    runtime's own `spawn`. The real runtime's attributes are not copied but forwarded (see
+    `_forward_to_the_real_runtime`): what production's code sets through this runtime, a flag of
+    the shutdown say, is set on the app's runtime, and what it reads is never a stale copy.
     """
 
     __slots__ = ("call", "real", "recorder", "request")
@@ -170,11 +148,7 @@ class RequestRuntime(Runtime):
     def __init__(
         self, real: Runtime, recorder: Recorder, config: TaskConfig, request: RequestInfo | None, call: Call | None
     ) -> None:
-        # Not Runtime.__init__: everything but the recording is the real runtime's, whatever it holds.
-        for name in _shared_slots(type(real)):
-            value = getattr(real, name, _MISSING)
-            if value is not _MISSING:  # pragma: no branch - the app's runtime sets every slot; a subclass may not
-                object.__setattr__(self, name, value)
+        # Not Runtime.__init__: everything but the recording is the real runtime's.
         self.real = real
         self.recorder = recorder
         self.request = request
@@ -184,14 +158,6 @@ class RequestRuntime(Runtime):
         self.task_scope: Scope = {"type": "fastapi_tasks.task", "state": {RUNTIME_KEY: self, TG_KEY: real.tg}}
         if hasattr(real, "task_serving"):  # what a task's runner sets in the task's context: this scope
             self.task_serving = Serving(self.task_scope)
-
-    @property
-    def tg(self) -> TaskGroup:  # type: ignore[override]
-        return self.real.tg
-
-    @property
-    def closed(self) -> bool:  # type: ignore[override]
-        return self.real.closed
 
     def hold_unbound(self, batch: TasksBatch) -> None:
         self.real.hold_unbound(batch)  # the real runtime's shutdown cancels and names it if never started
@@ -230,6 +196,25 @@ class RequestRuntime(Runtime):
         self.real.task_ended(task)
         if self.call is not None:
             self.call.ended(task)
+
+
+_OWN_SLOTS = frozenset({"config", "task_scope", "task_serving"})
+"""The slots of `Runtime` that a `RequestRuntime` holds values of its own in; the others are the real runtime's."""
+
+
+def _forward_to_the_real_runtime(name: str) -> property:
+    def get(self: RequestRuntime) -> Any:
+        return getattr(self.real, name)
+
+    def set_(self: RequestRuntime, value: Any) -> None:
+        setattr(self.real, name, value)
+
+    return property(get, set_, doc=f"The app's runtime's `{name}`.")
+
+
+for _name in Runtime.__slots__:
+    if _name not in _OWN_SLOTS:
+        setattr(RequestRuntime, _name, _forward_to_the_real_runtime(_name))
 
 
 async def run_recorded(task: Task[..., Any]) -> None:

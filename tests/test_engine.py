@@ -476,3 +476,31 @@ def test_an_override_copied_back_after_uninstall_says_what_to_do() -> None:
         pytest.raises(FastAPITasksError, match=r"is still overridden by tasks_recorder, but no recorder is installed"),
     ):
         client.get("/")
+
+
+@pytest.mark.anyio
+async def test_a_requests_runtime_reads_and_writes_the_apps_runtime_never_a_copy() -> None:
+    # What production's code sets through a request's runtime under the recorder (a flag of the
+    # shutdown, a bound) must be what the app's runtime holds, and the other way round.
+    from fastapi_tasks._seam import Runtime
+    from fastapi_tasks_testing._engine import RequestRuntime
+
+    async with anyio.create_task_group() as tg:
+        real = Runtime(tg, TaskConfig(), None)
+        view = RequestRuntime(real, RecordingScheduler(), TaskConfig(name="recorded"), None, None)
+        own = {"config", "task_scope", "task_serving"}
+        saved = {name: getattr(real, name) for name in Runtime.__slots__}
+        try:
+            for name in Runtime.__slots__:
+                if name in own:
+                    continue
+                on_real, on_view = object(), object()
+                setattr(real, name, on_real)
+                assert getattr(view, name) is on_real, name
+                setattr(view, name, on_view)
+                assert getattr(real, name) is on_view, name
+        finally:
+            for name, value in saved.items():
+                setattr(real, name, value)
+        assert (view.config.name, real.config.name) == ("recorded", None)
+        assert view.task_scope is not real.task_scope
