@@ -4,7 +4,8 @@ An `enqueue()` is a scheduled task whose body is the dispatch, so names, shieldi
 the app-wide config, discarding and the shutdown grace period apply to it unchanged. Its attempts
 go through the gated retry (`fastapi_tasks.dispatchers._retry`): an unreachable broker is retried
 until the job's `dispatch_deadline`. The adapters for taskiq and Celery (`fastapi_tasks.dispatchers`)
-build on this module, and `fastapi_tasks.dispatchers._registry` finds the adapter of a job.
+build on this module, and `fastapi_tasks.dispatchers._registry` finds the adapter of a job. The text
+of the `DispatchError` a failed dispatch raises is written by `fastapi_tasks._dispatch_error`.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from typing import Any, Protocol, runtime_checkable
 
 import anyio
 
+from ._dispatch_error import dispatch_error
 from ._log import logger
 from ._phases import TaskStatus
-from .dispatchers._retry import DEFAULT_MAX_WAITING, Attempts, GaveUp, gate_for, retry
+from .dispatchers._retry import Attempts, GaveUp, gate_for, max_waiting_of, retry
 from .dispatchers._spool import Spool, SpoolEntry, sender
-from .errors import DispatchError, TaskNotFinishedError
+from .errors import TaskNotFinishedError
 from .task import Task
 
 __all__ = [
@@ -28,7 +30,6 @@ __all__ = [
     "DEFAULT_DISPATCH_TIMEOUT",
     "DispatchTask",
     "Dispatcher",
-    "dispatch_error",
     "dispatch_waiting_for",
 ]
 
@@ -110,17 +111,6 @@ class Dispatcher(Protocol):
         ...
 
 
-def _cause_chain(exc: BaseException) -> str:
-    names = [type(exc).__name__]
-    seen = {id(exc)}
-    cause = exc.__cause__ or exc.__context__
-    while cause is not None and id(cause) not in seen and len(names) < 4:
-        seen.add(id(cause))
-        names.append(type(cause).__name__)
-        cause = cause.__cause__ or cause.__context__
-    return " caused by ".join(names)
-
-
 class _Progress:
     """What the dispatch of the running task waits for, if not for the broker, and why."""
 
@@ -143,102 +133,6 @@ def dispatch_waiting_for(what: str | None, *, why: str = "") -> None:
     progress = _progress.get()
     if progress is not None:
         progress.waiting_for = None if what is None else (what, why)
-
-
-def dispatch_error(
-    task: DispatchTask,
-    cause: BaseException | None,
-    *,
-    timeout: float | None = None,
-    waiting_for: tuple[str, str] | None = None,
-    attempts: Attempts | None = None,
-    gave_up: str | None = None,
-    spooled: bool = False,
-) -> DispatchError:
-    """The `DispatchError` for `task`: the broker's error `cause`, a timeout, or a retry that gave up.
-
-    Without `gave_up`, one attempt failed for good: with the broker's error `cause`, or (`cause` is
-    `None`) after `timeout` s, blamed on the broker or on what the dispatch was still waiting for
-    (`waiting_for`, a (what, why) pair, see `dispatch_waiting_for`). With `gave_up` ("deadline",
-    "crowded" or "cancelled"), the retry of an unreachable broker stopped; `attempts` says how the
-    attempts went, and `spooled` whether the spool keeps the job, to send later. Only exception type
-    names go into the message: a broker's or serializer's message can quote the argument values,
-    and it stays readable on the chained cause.
-    `DispatchError.timed_out` is true when the job may have reached the queue all the same.
-    """
-    unknown = cause is None
-    if gave_up is not None and attempts is not None:
-        unknown = attempts.outcome_unknown
-        reason = _gave_up_reason(task, gave_up, attempts, timeout, waiting_for)
-        consequence = (
-            "outcome unknown: an attempt that got no answer may have reached the queue"
-            if unknown
-            else "the job was not sent"
-        )
-        if spooled:
-            consequence += "; the spool keeps the job and sends it once the broker answers"
-        reason = f"{reason}; {consequence}"
-    elif cause is not None:
-        reason = _cause_chain(cause)
-    elif waiting_for is not None:
-        reason = _no_answer(timeout, waiting_for)
-    else:
-        reason = f"no answer from the broker within {timeout:g} s"
-    return DispatchError(
-        f"Could not dispatch {task.job_name!r} (job id {task.job_id!r}, phase {task.phase.value}) "
-        f"to {task.backend}: {reason}.",
-        job_name=task.job_name,
-        job_id=task.job_id,
-        phase=task.phase.value,
-        backend=task.backend,
-        timed_out=unknown,
-    )
-
-
-def _no_answer(timeout: float | None, waiting_for: tuple[str, str]) -> str:
-    what, why = waiting_for
-    return f"no {what} within {timeout:g} s" + (f": {why}" if why else "")
-
-
-def _gave_up_reason(
-    task: DispatchTask, gave_up: str, attempts: Attempts, timeout: float | None, waiting_for: tuple[str, str] | None
-) -> str:
-    count = f"{attempts.count} attempt{'' if attempts.count == 1 else 's'}"
-    # The time an attempt had when the deadline did not cut it short: its timeout, or the whole deadline if shorter.
-    bound = timeout if timeout is None else min(timeout, task.deadline)
-    if attempts.count == 0:
-        last = ""
-    elif attempts.last is not None:
-        last = f", the last failed with {_cause_chain(attempts.last)}"
-    elif attempts.count > 1 and timeout is not None and attempts.allowed < timeout:
-        # A later attempt that the deadline cut short: what an earlier one met says more of the broker.
-        earlier = "," if attempts.error is None else f", the latest error was {_cause_chain(attempts.error)}, and"
-        left = attempts.allowed * 1000
-        within = f"in the {f'{left:.0f} ms' if left >= 1 else 'less than 1 ms'} the deadline left it"
-        if waiting_for is not None:
-            what, why = waiting_for
-            last = f"{earlier} the last attempt found no {what} {within}" + (f": {why}" if why else "")
-        else:
-            last = f"{earlier} the last attempt got no answer {within}"
-    elif waiting_for is not None:
-        last = f", the last found {_no_answer(bound, waiting_for)}"
-    else:
-        last = f", the last got no answer within {bound:g} s"
-    if gave_up == "crowded":
-        return (
-            f"the broker is unreachable and {_max_waiting(task.dispatcher):,} other dispatches already wait for it "
-            f"(the bound of {task.backend}'s adapter, max_waiting)"
-        )
-    if gave_up == "cancelled":
-        if attempts.in_flight:
-            return f"cancelled (shutdown, or Task.cancel()) during attempt {attempts.count}"
-        return f"cancelled (shutdown, or Task.cancel()) while it waited for the unreachable broker ({count}{last})"
-    return f"the broker could not be reached within the dispatch deadline of {task.deadline:g} s ({count}{last})"
-
-
-def _max_waiting(dispatcher: Dispatcher) -> int:
-    bound = getattr(dispatcher, "max_waiting", DEFAULT_MAX_WAITING)
-    return bound if isinstance(bound, int) and not isinstance(bound, bool) and bound >= 1 else DEFAULT_MAX_WAITING
 
 
 def _gate_key(dispatcher: Dispatcher, job: Any) -> Hashable:
@@ -356,7 +250,7 @@ class DispatchTask(Task[..., Any]):
                 attempts,
                 attempt_timeout=timeout,
                 deadline=anyio.current_time() + self.deadline,
-                max_waiting=_max_waiting(self.dispatcher),
+                max_waiting=max_waiting_of(self.dispatcher),
                 unsent=lambda: progress.waiting_for is not None,
                 waiting=None if entry is None else entry.keep,
             )

@@ -29,7 +29,7 @@ from __future__ import annotations
 from ._callables import callable_name, is_async_callable
 from ._compat import REQUEST_STACK_KEY, NoEventLoopError, RunFinishedError, current_token, run_on_loop
 from ._context import CONFIG_KEY, NEW_RUNTIME_KEY, RUNTIME_KEY, TG_KEY, Serving, serving
-from ._dispatch import dispatch_error
+from ._dispatch_error import dispatch_error
 from ._log import describe_exception, logger
 from ._runner import run_task
 from ._runtime import Runtime

@@ -331,7 +331,7 @@ def test_a_dispatch_error_survives_pickling() -> None:
 
 
 def test_the_cause_chain_names_the_broker_error_types() -> None:
-    from fastapi_tasks._dispatch import _cause_chain
+    from fastapi_tasks._dispatch_error import _cause_chain
 
     outer = RuntimeError("send failed")
     outer.__cause__ = ConnectionError("refused")

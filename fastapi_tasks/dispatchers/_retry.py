@@ -28,6 +28,7 @@ __all__ = [
     "Gate",
     "GaveUp",
     "gate_for",
+    "max_waiting_of",
     "retry",
     "unreachable",
 ]
@@ -122,6 +123,12 @@ def gate_for(key: Hashable) -> Gate:
     if gate is None:
         gate = gates[key] = Gate()
     return gate
+
+
+def max_waiting_of(adapter: object) -> int:
+    """How many dispatches may wait for one broker of `adapter`: its `max_waiting`, if a positive int."""
+    bound = getattr(adapter, "max_waiting", DEFAULT_MAX_WAITING)
+    return bound if isinstance(bound, int) and not isinstance(bound, bool) and bound >= 1 else DEFAULT_MAX_WAITING
 
 
 class Attempts:
