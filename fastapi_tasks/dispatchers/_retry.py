@@ -134,17 +134,21 @@ def max_waiting_of(adapter: object) -> int:
 class Attempts:
     """How one dispatch's attempts went so far; read for its error, and for its log line at shutdown."""
 
-    __slots__ = ("allowed", "count", "error", "in_flight", "last", "timed_out", "unanswered", "waiting")
+    __slots__ = ("allowed", "count", "error", "in_flight", "timed_out", "unanswered", "waiting")
 
     def __init__(self) -> None:
         self.count = 0
-        self.last: BaseException | None = None  # the last attempt's error; None when it timed out
         self.error: BaseException | None = None  # the latest error of any attempt
         self.timed_out = False  # whether the last attempt got no answer within its time
         self.allowed = 0.0  # the seconds the last attempt had: its timeout, or less when the deadline came first
         self.unanswered = 0  # attempts that got no answer: any of them may have reached the queue
         self.in_flight = False
         self.waiting = False
+
+    @property
+    def last(self) -> BaseException | None:
+        """The last attempt's error; `None` when it got no answer."""
+        return None if self.timed_out else self.error
 
     @property
     def outcome_unknown(self) -> bool:
@@ -214,16 +218,15 @@ async def retry(
                         # A client library may turn the timeout's cancellation into an error of its own.
                         if not scope.cancel_called and not unreachable(exc):
                             raise
-                        attempts.last, attempts.timed_out = (None, True) if scope.cancel_called else (exc, False)
-                        if attempts.last is not None:
-                            attempts.error = exc
+                        if not scope.cancel_called:  # else it timed out: said below
+                            attempts.error, attempts.timed_out = exc, False
                     else:
                         attempts.in_flight = False
                         gate.answered()
                         probing = False
                         return result
                 if scope.cancel_called:
-                    attempts.last, attempts.timed_out = None, True
+                    attempts.timed_out = True
             except anyio.get_cancelled_exc_class():
                 # Cut short in flight (shutdown, Task.cancel()): it stays in flight for the dispatch's error,
                 # which says the job may have reached the queue.
